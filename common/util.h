@@ -1,0 +1,45 @@
+/* util.h — small helpers shared by the scheduler, the DSL and the CLI:
+ * a capped growable buffer, duration and size parsing, edit distance,
+ * capped file reads and random tokens. Nothing here allocates without a cap. */
+#ifndef WEIR_COMMON_UTIL_H
+#define WEIR_COMMON_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* A growable byte buffer with a hard cap. The owner calls weir_buf_free.
+ * data is always NUL-terminated when len > 0 (the NUL is not counted). */
+typedef struct {
+    char *data;
+    size_t len;
+    size_t cap;
+    size_t max;   /* appends that would pass max fail with WEIR_ELIMIT */
+} weir_buf_t;
+
+void weir_buf_init(weir_buf_t *b, size_t max);
+void weir_buf_free(weir_buf_t *b);
+void weir_buf_reset(weir_buf_t *b);
+/* 0, WEIR_ELIMIT (nothing appended) or WEIR_ENOMEM. */
+int weir_buf_append(weir_buf_t *b, const void *data, size_t len);
+int weir_buf_printf(weir_buf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Parses "250ms", "30s", "5m", "1h30m", "2d" into milliseconds.
+ * 0 or WEIR_EINVAL. Components must be in decreasing unit order. */
+int weir_parse_duration(const char *s, int64_t *ms);
+/* Parses "512", "64KiB", "4GiB", "2GB", "100MB" into bytes. 0 or WEIR_EINVAL. */
+int weir_parse_size(const char *s, int64_t *bytes);
+
+/* Levenshtein distance, capped: returns cap+1 as soon as it exceeds cap. */
+size_t weir_edit_distance(const char *a, const char *b, size_t cap);
+
+/* Reads a whole file, at most max bytes. *out is NUL-terminated; caller frees.
+ * 0, WEIR_ENOENT, WEIR_EIO or WEIR_ELIMIT. */
+int weir_read_file(const char *path, size_t max, char **out, size_t *len);
+
+/* Fills buf with n bytes from the kernel's CSPRNG. 0 or WEIR_EIO. */
+int weir_random_bytes(void *buf, size_t n);
+
+/* Monotonic milliseconds, for timing; not wall time. */
+uint64_t weir_now_ms(void);
+
+#endif
