@@ -70,7 +70,15 @@ $(BUILD)/gen/%_lua.c: dsl/%.lua tools/embed.sh
 	@mkdir -p $(dir $@)
 	sh tools/embed.sh $< weir_lua_$(subst -,_,$*) > $@
 
-GEN_OBJ := $(DSL_LUA:dsl/%.lua=$(BUILD)/gen/%_lua.o)
+# Migrations are embedded too, so that an installed binary can migrate without a source tree.
+$(BUILD)/gen/migrations.c: $(wildcard migrations/*.sql) tools/embed-migrations.sh
+	@mkdir -p $(dir $@)
+	sh tools/embed-migrations.sh $(wildcard migrations/*.sql) > $@
+
+GEN_OBJ := $(DSL_LUA:dsl/%.lua=$(BUILD)/gen/%_lua.o) $(BUILD)/gen/migrations.o
+
+$(BUILD)/gen/migrations.o: $(BUILD)/gen/migrations.c engine/migrate.h
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(BUILD)/gen/%_lua.o: $(BUILD)/gen/%_lua.c
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
@@ -92,6 +100,11 @@ $(BUILD)/tests/%: tests/unit/%.c tests/unit/unit.h $(BUILD)/libweir.a
 
 unit: $(UNIT_BIN)
 
+BENCH_BIN := $(patsubst bench/%.c,$(BUILD)/bench/%,$(wildcard bench/*.c))
+$(BUILD)/bench/%: bench/%.c $(BUILD)/libweir.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(BUILD)/libweir.a $(ALL_LDFLAGS) $(PKG_LIBS)
+
 # The sanitizer build lives beside the plain one; `make check` runs the suites on both.
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
@@ -105,7 +118,7 @@ check-plain: all unit
 demo: all
 	sh examples/demo.sh
 
-bench: all
+bench: all $(BENCH_BIN)
 	sh bench/run.sh
 
 install: all

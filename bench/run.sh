@@ -1,0 +1,11 @@
+#!/bin/sh
+# run.sh — `make bench`: every benchmark, with this machine's figures.
+set -eu
+cd "$(dirname "$0")/.."
+echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+if [ -x build/bench/bench_compile ]; then
+  echo "== compile"
+  build/bench/bench_compile
+fi
+echo "== apply"
+sh bench/apply.sh build/weir

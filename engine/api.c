@@ -1,0 +1,420 @@
+/* api.c — the scheduler's /v1 HTTP API: routing, bearer-token auth, request
+ * validation, and the pipeline endpoints. Each handler answers only after the
+ * transaction holding its change has committed. Not here: the HTTP protocol
+ * (http.c), SQL connection handling (db.c), the DSL (dsl/). */
+#include "engine/sched.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/sha256.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { ROLE_VIEWER = 1, ROLE_OPERATOR = 2, ROLE_WORKER = 4 };
+#define ROLES_READ (ROLE_VIEWER | ROLE_OPERATOR)
+
+#define MAX_ARGS 4
+#define MAX_ARG_LEN 128
+
+typedef struct api_req_s api_req_t;
+
+typedef struct {
+    const char *method;
+    const char *pattern;   /* segments; "{}" captures one */
+    int roles;             /* who may call it; 0 = no token needed */
+    void (*fn)(api_req_t *);
+} route_t;
+
+struct api_req_s {
+    weir_sched_t *s;
+    weir_http_req_t *http;
+    const route_t *route;
+    char args[MAX_ARGS][MAX_ARG_LEN];
+    char actor[160];           /* the token's name, for the audit trail */
+    json_t *body;
+    uv_work_t work;            /* pipeline compilation runs off the loop */
+    char *source;
+    char filename[256];
+    weir_dsl_result_t compiled;
+};
+
+static void api_free(api_req_t *a) {
+    json_decref(a->body);
+    free(a->source);
+    weir_dsl_result_free(&a->compiled);
+    free(a);
+}
+
+/* Every answer goes through these, so that the request context is always released. */
+static void reply_json(api_req_t *a, int status, json_t *body) {
+    weir_http_respond_json(a->http, status, body);
+    api_free(a);
+}
+
+static void reply_error(api_req_t *a, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void reply_error(api_req_t *a, int status, const char *fmt, ...) {
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    weir_http_respond_error(a->http, status, "%s", msg);
+    api_free(a);
+}
+
+/* A database-produced JSON document, passed through as it is. */
+static void reply_raw_json(api_req_t *a, int status, const char *json) {
+    weir_http_respond(a->http, status, "application/json", json, strlen(json));
+    api_free(a);
+}
+
+/* Maps a failed transaction to a status: 503 while the database is away, 500 otherwise. */
+static void reply_db_error(api_req_t *a, weir_db_tx_t *tx, int status) {
+    if (status == WEIR_EUNAVAIL) {
+        reply_error(a, 503, "database unavailable; retry shortly");
+        return;
+    }
+    weir_log_error("api: %s %s: database error %s: %s", weir_http_req_method(a->http), weir_http_req_path(a->http),
+                   weir_db_tx_sqlstate(tx), weir_db_tx_error(tx));
+    reply_error(a, 500, "database error (%s); see the scheduler's log", weir_db_tx_sqlstate(tx));
+}
+
+static int submit(api_req_t *a, weir_db_tx_t *tx, weir_db_tx_cb cb) {
+    if (!tx) { reply_error(a, 500, "out of memory"); return -1; }
+    weir_db_tx_submit(tx, cb, a);
+    return 0;
+}
+
+/* ---- JSON body validation ---------------------------------------------------------- */
+
+/* Parses the body as a JSON object and refuses fields other than the allowed ones. */
+static int parse_body(api_req_t *a, const char *const *allowed) {
+    size_t len;
+    const char *body = weir_http_req_body(a->http, &len);
+    json_error_t err;
+    a->body = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
+    if (!a->body) {
+        reply_error(a, 400, "request body is not valid JSON: %s (line %d, column %d)", err.text, err.line,
+                    err.column);
+        return -1;
+    }
+    if (!json_is_object(a->body)) {
+        reply_error(a, 400, "request body must be a JSON object");
+        return -1;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(a->body, key, v) {
+        int known = 0;
+        for (const char *const *k = allowed; *k && !known; k++) known = !strcmp(*k, key);
+        if (!known) {
+            reply_error(a, 400, "unknown field \"%s\" in request body", key);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* A string field; required ones missing or of the wrong type are a 400 naming the field. */
+static const char *body_string(api_req_t *a, const char *field, int required, size_t maxlen, int *bad) {
+    json_t *v = json_object_get(a->body, field);
+    if (!v && !required) return NULL;
+    if (!json_is_string(v)) {
+        reply_error(a, 400, "field \"%s\" %s a string", field, v ? "must be" : "is required and must be");
+        *bad = 1;
+        return NULL;
+    }
+    if (json_string_length(v) > maxlen) {
+        reply_error(a, 400, "field \"%s\" is longer than %zu bytes", field, maxlen);
+        *bad = 1;
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+/* ---- pipelines ------------------------------------------------------------------------------ */
+
+static void compile_work(uv_work_t *w) {
+    api_req_t *a = w->data;
+    weir_dsl_compile(a->filename, a->source, strlen(a->source), &a->s->dsl, &a->compiled);
+}
+
+static void apply_done(weir_db_tx_t *tx, int status, void *data) {
+    api_req_t *a = data;
+    if (status) { reply_db_error(a, tx, status); return; }
+    int created = weir_db_rows(tx, 1) > 0;
+    int changed = weir_db_rows(tx, 2) > 0;
+    json_t *out = json_pack("{s:s, s:s, s:i, s:b, s:b, s:i}", "pipeline",
+                            json_string_value(json_object_get(a->compiled.plan, "name")), "version",
+                            a->compiled.version, "seq", atoi(weir_db_value(tx, 4, 0, 0)), "created", created,
+                            "current_changed", changed, "tasks",
+                            (int)json_array_size(json_object_get(a->compiled.plan, "tasks")));
+    reply_json(a, created ? 201 : 200, out);
+}
+
+static void apply_compiled(uv_work_t *w, int status) {
+    api_req_t *a = w->data;
+    if (status) { reply_error(a, 503, "scheduler is stopping"); return; }
+    if (a->compiled.nerrors || !a->compiled.plan) {
+        json_t *errors = json_array();
+        char *lines = a->compiled.errors ? a->compiled.errors : "";
+        for (char *p = lines; *p;) {
+            char *nl = strchr(p, '\n');
+            size_t n = nl ? (size_t)(nl - p) : strlen(p);
+            json_array_append_new(errors, json_stringn(p, n));
+            p += n + (nl ? 1 : 0);
+        }
+        json_t *out = json_pack("{s:{s:i, s:s, s:o}}", "error", "status", 422, "message",
+                                "pipeline does not compile", "errors", errors);
+        reply_json(a, 422, out);
+        return;
+    }
+    if (!a->s->db) { reply_error(a, 503, "scheduler is stopping"); return; }
+    json_t *plan = a->compiled.plan;
+    const char *name = json_string_value(json_object_get(plan, "name"));
+    char ntasks[32];
+    snprintf(ntasks, sizeof ntasks, "%zu", json_array_size(json_object_get(plan, "tasks")));
+    weir_db_tx_t *tx = weir_db_tx_new(a->s->db);
+    if (!tx) { reply_error(a, 500, "out of memory"); return; }
+    const char *version = a->compiled.version;
+    /* 0: create the pipeline or lock its row, so that concurrent applies number versions in turn. */
+    weir_db_tx_add(tx,
+                   "INSERT INTO pipelines (name) VALUES ($1) "
+                   "ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+                   1, (const char *[]){name});
+    /* 1: the version, unless this exact plan exists already (then applying is a no-op). */
+    weir_db_tx_add(tx,
+                   "INSERT INTO pipeline_versions (id, pipeline_id, seq, plan, source, source_name, task_count, "
+                   "created_by) SELECT $1, p.id, (SELECT coalesce(max(seq), 0) + 1 FROM pipeline_versions "
+                   "WHERE pipeline_id = p.id), $2::jsonb, $3, $4, $5::int, $6 FROM pipelines p WHERE p.name = $7 "
+                   "ON CONFLICT (id) DO NOTHING RETURNING seq",
+                   7, (const char *[]){version, a->compiled.plan_json, a->source, a->filename, ntasks, a->actor, name});
+    /* 2: make it current and record the change in the audit trail, in the same transaction. */
+    weir_db_tx_add(tx,
+                   "WITH u AS (UPDATE pipelines SET current_version = $1, updated_at = now() "
+                   "  WHERE name = $2 AND current_version IS DISTINCT FROM $1 "
+                   "  RETURNING id, (SELECT current_version FROM pipelines WHERE name = $2) AS previous) "
+                   "INSERT INTO events (kind, pipeline_id, actor, detail) "
+                   "SELECT 'pipeline.applied', u.id, $3, jsonb_build_object('version', $1::text, 'previous', "
+                   "u.previous, 'seq', (SELECT seq FROM pipeline_versions WHERE id = $1)) FROM u RETURNING id",
+                   3, (const char *[]){version, name, a->actor});
+    /* 3: the schedule follows the current version. */
+    json_t *sched = json_object_get(plan, "schedule");
+    if (json_is_object(sched)) {
+        const char *cron = json_string_value(json_object_get(sched, "cron"));
+        const char *tz = json_string_value(json_object_get(sched, "timezone"));
+        const char *catchup = json_is_true(json_object_get(sched, "catchup")) ? "true" : "false";
+        weir_db_tx_add(tx,
+                       "INSERT INTO schedules (pipeline_id, cron, timezone, catchup) "
+                       "SELECT id, $2, $3, $4::boolean FROM pipelines WHERE name = $1 "
+                       "ON CONFLICT (pipeline_id) DO UPDATE SET cron = EXCLUDED.cron, timezone = EXCLUDED.timezone, "
+                       "catchup = EXCLUDED.catchup, enabled = true, updated_at = now(), next_fire_at = CASE WHEN "
+                       "(schedules.cron, schedules.timezone) = (EXCLUDED.cron, EXCLUDED.timezone) AND schedules.enabled "
+                       "THEN schedules.next_fire_at END",
+                       4, (const char *[]){name, cron ? cron : "", tz ? tz : "UTC", catchup});
+    } else {
+        weir_db_tx_add(tx,
+                       "UPDATE schedules SET enabled = false, next_fire_at = NULL, updated_at = now() "
+                       "WHERE enabled AND pipeline_id = (SELECT id FROM pipelines WHERE name = $1)",
+                       1, (const char *[]){name});
+    }
+    /* 4: the version's number, whether new or not. */
+    weir_db_tx_add(tx, "SELECT seq FROM pipeline_versions WHERE id = $1", 1, (const char *[]){version});
+    submit(a, tx, apply_done);
+}
+
+static void api_apply(api_req_t *a) {
+    static const char *const fields[] = {"source", "filename", NULL};
+    if (parse_body(a, fields)) return;
+    int bad = 0;
+    const char *source = body_string(a, "source", 1, SIZE_MAX, &bad);
+    if (bad) return;
+    const char *filename = body_string(a, "filename", 0, sizeof a->filename - 1, &bad);
+    if (bad) return;
+    if (strlen(source) != json_string_length(json_object_get(a->body, "source"))) {
+        reply_error(a, 400, "field \"source\" contains a NUL byte");
+        return;
+    }
+    snprintf(a->filename, sizeof a->filename, "%s", filename && *filename ? filename : "pipeline.lua");
+    if (!(a->source = strdup(source))) { reply_error(a, 500, "out of memory"); return; }
+    a->work.data = a;
+    if (uv_queue_work(a->s->loop, &a->work, compile_work, apply_compiled))
+        reply_error(a, 503, "scheduler is stopping");
+}
+
+/* Reads: the database builds the JSON documents; the handler passes them through. */
+static void read_done(weir_db_tx_t *tx, int status, void *data) {
+    api_req_t *a = data;
+    if (status) { reply_db_error(a, tx, status); return; }
+    if (weir_db_rows(tx, 0) == 0 || PQgetisnull(weir_db_tx_result(tx, 0), 0, 0)) {
+        if (a->args[1][0])
+            reply_error(a, 404, "pipeline \"%s\" has no version \"%s\"", a->args[0], a->args[1]);
+        else
+            reply_error(a, 404, "no pipeline named \"%s\"", a->args[0]);
+        return;
+    }
+    reply_raw_json(a, 200, weir_db_value(tx, 0, 0, 0));
+}
+
+static void read_query(api_req_t *a, const char *sql, int nparams, const char *const *params) {
+    weir_db_tx_t *tx = weir_db_tx_new(a->s->db);
+    if (tx) weir_db_tx_add(tx, sql, nparams, params);
+    submit(a, tx, read_done);
+}
+
+#define PIPELINE_SUMMARY                                                                                 \
+    "json_build_object('name', p.name, 'current_version', p.current_version, 'seq', v.seq, "             \
+    "'tasks', v.task_count, 'versions', (SELECT count(*) FROM pipeline_versions WHERE pipeline_id = p.id), " \
+    "'schedule', CASE WHEN s.enabled THEN s.cron END, 'paused', p.paused, "                              \
+    "'created_at', p.created_at, 'updated_at', p.updated_at)"
+
+static void api_list_pipelines(api_req_t *a) {
+    read_query(a,
+               "SELECT json_build_object('pipelines', coalesce(json_agg(" PIPELINE_SUMMARY " ORDER BY p.name), '[]')) "
+               "FROM pipelines p LEFT JOIN pipeline_versions v ON v.id = p.current_version "
+               "LEFT JOIN schedules s ON s.pipeline_id = p.id",
+               0, NULL);
+}
+
+static void api_show_pipeline(api_req_t *a) {
+    read_query(a,
+               "SELECT " PIPELINE_SUMMARY " || jsonb_build_object('versions', (SELECT coalesce(jsonb_agg("
+               "  jsonb_build_object('id', x.id, 'seq', x.seq, 'tasks', x.task_count, 'source_name', x.source_name, "
+               "  'created_by', x.created_by, 'created_at', x.created_at, 'current', x.id = p.current_version) "
+               "  ORDER BY x.seq DESC), '[]') FROM pipeline_versions x WHERE x.pipeline_id = p.id))::jsonb "
+               "FROM pipelines p LEFT JOIN pipeline_versions v ON v.id = p.current_version "
+               "LEFT JOIN schedules s ON s.pipeline_id = p.id WHERE p.name = $1",
+               1, (const char *[]){a->args[0]});
+}
+
+/* A version by "current", its number, or a prefix of its id of at least 8 hex digits. */
+static void api_show_version(api_req_t *a) {
+    const char *ref = a->args[1];
+    size_t n = strlen(ref);
+    int digits = n > 0 && n <= 9 && strspn(ref, "0123456789") == n;
+    int hex = n >= 8 && n <= 64 && strspn(ref, "0123456789abcdef") == n;
+    if (strcmp(ref, "current") && !digits && !hex) {
+        reply_error(a, 400, "version \"%s\" is not \"current\", a version number, or an id prefix of 8+ hex digits",
+                    ref);
+        return;
+    }
+    char with_source[8] = "";
+    weir_http_req_query_param(a->http, "source", with_source, sizeof with_source);
+    const char *src = !strcmp(with_source, "1") || !strcmp(with_source, "true") ? "true" : "false";
+    read_query(a,
+               "SELECT json_build_object('pipeline', p.name, 'id', v.id, 'seq', v.seq, 'current', "
+               "v.id = p.current_version, 'tasks', v.task_count, 'source_name', v.source_name, 'created_by', "
+               "v.created_by, 'created_at', v.created_at, 'plan', v.plan, 'source', CASE WHEN $3::boolean THEN "
+               "v.source END) FROM pipelines p JOIN pipeline_versions v ON v.pipeline_id = p.id "
+               "WHERE p.name = $1 AND CASE WHEN $2 = 'current' THEN v.id = p.current_version "
+               "WHEN $2 ~ '^[0-9]{1,9}$' THEN v.seq = $2::int ELSE v.id LIKE $2 || '%' END "
+               "ORDER BY v.seq DESC LIMIT 1",
+               3, (const char *[]){a->args[0], ref, src});
+}
+
+static void api_healthz(api_req_t *a) {
+    if (a->s->db && weir_db_connected(a->s->db))
+        reply_json(a, 200, json_pack("{s:s, s:s}", "status", "ok", "database", "ok"));
+    else
+        reply_json(a, 503, json_pack("{s:s, s:s}", "status", "degraded", "database", "unavailable"));
+}
+
+static const route_t routes[] = {
+    {"GET", "/healthz", 0, api_healthz},
+    {"GET", "/v1/pipelines", ROLES_READ, api_list_pipelines},
+    {"POST", "/v1/pipelines", ROLE_OPERATOR, api_apply},
+    {"GET", "/v1/pipelines/{}", ROLES_READ, api_show_pipeline},
+    {"GET", "/v1/pipelines/{}/versions/{}", ROLES_READ, api_show_version},
+};
+
+/* ---- routing and auth --------------------------------------------------------------------- */
+
+/* 1 when path matches pattern; captures "{}" segments into args. */
+static int route_match(const char *pattern, const char *path, char args[MAX_ARGS][MAX_ARG_LEN]) {
+    int nargs = 0;
+    while (*pattern && *path) {
+        if (pattern[0] == '{' && pattern[1] == '}') {
+            size_t n = strcspn(path, "/");
+            if (n == 0 || n >= MAX_ARG_LEN || nargs == MAX_ARGS) return 0;
+            memcpy(args[nargs], path, n);
+            args[nargs++][n] = '\0';
+            path += n;
+            pattern += 2;
+        } else if (*pattern++ != *path++) {
+            return 0;
+        }
+    }
+    return !*pattern && !*path;
+}
+
+static const char *role_name(int role) {
+    return role == ROLE_OPERATOR ? "operator" : role == ROLE_WORKER ? "worker" : "viewer";
+}
+
+static void auth_done(weir_db_tx_t *tx, int status, void *data) {
+    api_req_t *a = data;
+    if (status) { reply_db_error(a, tx, status); return; }
+    if (weir_db_rows(tx, 0) == 0) {
+        reply_error(a, 401, "invalid, expired or revoked token");
+        return;
+    }
+    const char *role_s = weir_db_value(tx, 0, 0, 0);
+    int role = !strcmp(role_s, "operator") ? ROLE_OPERATOR : !strcmp(role_s, "worker") ? ROLE_WORKER : ROLE_VIEWER;
+    if (!(a->route->roles & role)) {
+        char need[64] = "";
+        for (int r = ROLE_VIEWER; r <= ROLE_WORKER; r <<= 1)
+            if (a->route->roles & r) snprintf(need + strlen(need), sizeof need - strlen(need), "%s%s",
+                                              need[0] ? " or " : "", role_name(r));
+        reply_error(a, 403, "%s %s needs the %s role; this token has %s", weir_http_req_method(a->http),
+                    weir_http_req_path(a->http), need, role_s);
+        return;
+    }
+    snprintf(a->actor, sizeof a->actor, "%s", weir_db_value(tx, 0, 1, 0));
+    a->route->fn(a);
+}
+
+void weir_api_handle(weir_http_req_t *req, void *data) {
+    weir_sched_t *s = data;
+    api_req_t *a = calloc(1, sizeof *a);
+    if (!a) { weir_http_respond_error(req, 500, "out of memory"); return; }
+    a->s = s;
+    a->http = req;
+    const char *method = weir_http_req_method(req), *path = weir_http_req_path(req);
+    int path_known = 0;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        char args[MAX_ARGS][MAX_ARG_LEN];
+        memset(args, 0, sizeof args);
+        if (!route_match(routes[i].pattern, path, args)) continue;
+        path_known = 1;
+        if (strcmp(routes[i].method, method)) continue;
+        a->route = &routes[i];
+        memcpy(a->args, args, sizeof args);
+        break;
+    }
+    if (!a->route) {
+        if (path_known) reply_error(a, 405, "method %s is not allowed on %s", method, path);
+        else reply_error(a, 404, "no route for %s %s", method, path);
+        return;
+    }
+    if (!a->route->roles) { a->route->fn(a); return; }
+    const char *auth = weir_http_req_header(req, "authorization");
+    if (!auth || strncasecmp(auth, "Bearer ", 7) || !auth[7]) {
+        reply_error(a, 401, "missing bearer token: pass --token, set WEIR_TOKEN, or run `weir up`");
+        return;
+    }
+    const char *token = auth + 7;
+    while (*token == ' ') token++;
+    if (strlen(token) > 256) { reply_error(a, 401, "invalid, expired or revoked token"); return; }
+    if (!s->db) { reply_error(a, 503, "scheduler is stopping"); return; }
+    char hash[65];
+    weir_sha256_hex(token, strlen(token), hash);
+    weir_db_tx_t *tx = weir_db_tx_new(s->db);
+    if (tx)
+        weir_db_tx_add(tx,
+                       "SELECT role, name FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL "
+                       "AND (expires_at IS NULL OR expires_at > now())",
+                       1, (const char *[]){hash});
+    submit(a, tx, auth_done);
+}

@@ -1,0 +1,355 @@
+/* db.c — see db.h. One connection in libpq pipeline mode, driven by a
+ * uv_poll_t on its socket. Each transaction is its statements plus a Sync;
+ * results arrive strictly in order, so the in-flight list is a FIFO. */
+#include "engine/db.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    char *sql;
+    int nparams;
+    char **params;
+    PGresult *res;
+} db_stmt_t;
+
+struct weir_db_tx_s {
+    weir_db_t *db;
+    db_stmt_t *stmts;
+    int n, cap;
+    int next_result;        /* index of the statement whose result comes next */
+    int status;
+    char *error;
+    char sqlstate[6];
+    weir_db_tx_cb cb;
+    void *data;
+    weir_db_tx_t *next;
+};
+
+typedef struct { weir_db_tx_t *head, *tail; } tx_list_t;
+
+enum { DB_DOWN, DB_CONNECTING, DB_UP };
+
+struct weir_db_s {
+    uv_loop_t *loop;
+    char *conninfo;
+    PGconn *conn;
+    uv_poll_t *poll;        /* one per socket; freed in its close callback */
+    int poll_events;
+    uv_timer_t retry;       /* reconnect backoff */
+    uv_timer_t kick;        /* completes deferred transactions on the next loop turn */
+    int state;
+    unsigned backoff_ms;
+    unsigned inflight;
+    tx_list_t sent;         /* sent, awaiting results, in order */
+    tx_list_t deferred;     /* to be completed without touching the server */
+    int closing, open_handles;
+    void (*done)(void *);
+    void *done_data;
+};
+
+static void list_push(tx_list_t *l, weir_db_tx_t *tx) {
+    tx->next = NULL;
+    if (l->tail) l->tail->next = tx; else l->head = tx;
+    l->tail = tx;
+}
+
+static weir_db_tx_t *list_pop(tx_list_t *l) {
+    weir_db_tx_t *tx = l->head;
+    if (tx) {
+        l->head = tx->next;
+        if (!l->head) l->tail = NULL;
+    }
+    return tx;
+}
+
+static void tx_free(weir_db_tx_t *tx) {
+    for (int i = 0; i < tx->n; i++) {
+        free(tx->stmts[i].sql);
+        for (int j = 0; j < tx->stmts[i].nparams; j++) free(tx->stmts[i].params[j]);
+        free(tx->stmts[i].params);
+        PQclear(tx->stmts[i].res);
+    }
+    free(tx->stmts);
+    free(tx->error);
+    free(tx);
+}
+
+static void tx_complete(weir_db_tx_t *tx) {
+    tx->db->inflight--;
+    if (tx->cb) tx->cb(tx, tx->status, tx->data);
+    tx_free(tx);
+}
+
+static void tx_set_error(weir_db_tx_t *tx, int status, const char *msg, const char *sqlstate) {
+    if (tx->status) return; /* keep the first cause */
+    tx->status = status;
+    free(tx->error);
+    tx->error = strdup(msg ? msg : "");
+    snprintf(tx->sqlstate, sizeof tx->sqlstate, "%s", sqlstate ? sqlstate : "");
+}
+
+static void db_kick_cb(uv_timer_t *t) {
+    weir_db_t *db = t->data;
+    weir_db_tx_t *tx;
+    while ((tx = list_pop(&db->deferred))) tx_complete(tx);
+}
+
+static void defer(weir_db_t *db, weir_db_tx_t *tx) {
+    list_push(&db->deferred, tx);
+    if (!db->closing) uv_timer_start(&db->kick, db_kick_cb, 0, 0);
+}
+
+static void handle_closed(uv_handle_t *h) {
+    weir_db_t *db = h->data;
+    if (h != (uv_handle_t *)&db->retry && h != (uv_handle_t *)&db->kick) free(h);
+    if (--db->open_handles == 0 && db->closing) {
+        void (*done)(void *) = db->done;
+        void *data = db->done_data;
+        free(db->conninfo);
+        free(db);
+        if (done) done(data);
+    }
+}
+
+static void poll_stop(weir_db_t *db) {
+    if (!db->poll) return;
+    uv_close((uv_handle_t *)db->poll, handle_closed);
+    db->poll = NULL;
+    db->poll_events = 0;
+}
+
+static void on_poll(uv_poll_t *p, int status, int events);
+
+static void poll_want(weir_db_t *db, int events) {
+    if (!db->poll) {
+        db->poll = malloc(sizeof *db->poll);
+        if (!db->poll || uv_poll_init_socket(db->loop, db->poll, PQsocket(db->conn))) {
+            free(db->poll);
+            db->poll = NULL;
+            weir_log_error("db: cannot watch the connection's socket");
+            return;
+        }
+        db->poll->data = db;
+        db->open_handles++;
+        db->poll_events = -1;
+    }
+    if (events != db->poll_events) {
+        uv_poll_start(db->poll, events, on_poll);
+        db->poll_events = events;
+    }
+}
+
+static void start_connect(weir_db_t *db);
+
+static void retry_cb(uv_timer_t *t) { start_connect(t->data); }
+
+/* The connection is gone: everything in flight has an unknown outcome. */
+static void connection_lost(weir_db_t *db, const char *why) {
+    if (db->state == DB_UP) weir_log_warn("db: connection lost: %s", why);
+    db->state = DB_DOWN;
+    poll_stop(db);
+    if (db->conn) { PQfinish(db->conn); db->conn = NULL; }
+    weir_db_tx_t *tx;
+    while ((tx = list_pop(&db->sent))) {
+        tx_set_error(tx, WEIR_EUNAVAIL, "database connection lost", "08006");
+        defer(db, tx);
+    }
+    if (!db->closing) {
+        uv_timer_start(&db->retry, retry_cb, db->backoff_ms, 0);
+        db->backoff_ms = db->backoff_ms * 2 > 2000 ? 2000 : db->backoff_ms * 2;
+    }
+}
+
+static int flush_out(weir_db_t *db) {
+    int f = PQflush(db->conn);
+    if (f < 0) { connection_lost(db, PQerrorMessage(db->conn)); return -1; }
+    poll_want(db, UV_READABLE | (f ? UV_WRITABLE : 0));
+    return 0;
+}
+
+static int send_tx(weir_db_t *db, weir_db_tx_t *tx) {
+    for (int i = 0; i < tx->n; i++) {
+        db_stmt_t *s = &tx->stmts[i];
+        if (!PQsendQueryParams(db->conn, s->sql, s->nparams, NULL, (const char *const *)s->params, NULL, NULL, 0))
+            return -1;
+    }
+    return PQpipelineSync(db->conn) ? 0 : -1;
+}
+
+/* Reads every complete result and completes the transactions they finish. */
+static void read_results(weir_db_t *db) {
+    int nulls = 0;
+    while (db->sent.head && db->conn && !PQisBusy(db->conn)) {
+        PGresult *r = PQgetResult(db->conn);
+        if (!r) {
+            /* A NULL ends each statement's results; two in a row means libpq has nothing queued. */
+            if (++nulls > 1) break;
+            continue;
+        }
+        nulls = 0;
+        weir_db_tx_t *tx = db->sent.head;
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            list_pop(&db->sent);
+            tx_complete(tx);
+            continue;
+        }
+        if (st == PGRES_FATAL_ERROR)
+            tx_set_error(tx, WEIR_EDB, PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY),
+                         PQresultErrorField(r, PG_DIAG_SQLSTATE));
+        if (tx->next_result < tx->n && st != PGRES_PIPELINE_ABORTED)
+            tx->stmts[tx->next_result].res = r;
+        else
+            PQclear(r);
+        tx->next_result++;
+    }
+}
+
+static void on_poll(uv_poll_t *p, int status, int events) {
+    weir_db_t *db = p->data;
+    if (db->state == DB_CONNECTING) {
+        start_connect(db);
+        return;
+    }
+    if (status < 0) { connection_lost(db, uv_strerror(status)); return; }
+    if (events & UV_WRITABLE && flush_out(db)) return;
+    if (events & UV_READABLE) {
+        if (!PQconsumeInput(db->conn)) { connection_lost(db, PQerrorMessage(db->conn)); return; }
+        read_results(db);
+    }
+}
+
+/* Drives PQconnectPoll; called first from start and then on socket events. */
+static void start_connect(weir_db_t *db) {
+    if (db->state != DB_CONNECTING) {
+        db->conn = PQconnectStart(db->conninfo);
+        if (!db->conn || PQstatus(db->conn) == CONNECTION_BAD) {
+            weir_log_warn("db: cannot connect: %s", db->conn ? PQerrorMessage(db->conn) : "out of memory");
+            connection_lost(db, "connect failed");
+            return;
+        }
+        db->state = DB_CONNECTING;
+        PQsetnonblocking(db->conn, 1);
+        poll_want(db, UV_WRITABLE);
+        return;
+    }
+    switch (PQconnectPoll(db->conn)) {
+    case PGRES_POLLING_READING:
+        poll_want(db, UV_READABLE);
+        return;
+    case PGRES_POLLING_WRITING:
+        poll_want(db, UV_WRITABLE);
+        return;
+    case PGRES_POLLING_OK:
+        if (!PQenterPipelineMode(db->conn)) {
+            connection_lost(db, "cannot enter pipeline mode");
+            return;
+        }
+        db->state = DB_UP;
+        db->backoff_ms = 100;
+        weir_log_info("db: connected");
+        poll_want(db, UV_READABLE);
+        return;
+    default: {
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", PQerrorMessage(db->conn));
+        msg[strcspn(msg, "\n")] = '\0';
+        weir_log_warn("db: cannot connect: %s", msg);
+        db->state = DB_DOWN;
+        connection_lost(db, msg);
+    }
+    }
+}
+
+int weir_db_new(uv_loop_t *loop, const char *conninfo, weir_db_t **out) {
+    weir_db_t *db = calloc(1, sizeof *db);
+    if (!db || !(db->conninfo = strdup(conninfo))) { free(db); return WEIR_ENOMEM; }
+    db->loop = loop;
+    db->backoff_ms = 100;
+    uv_timer_init(loop, &db->retry);
+    uv_timer_init(loop, &db->kick);
+    db->retry.data = db->kick.data = db;
+    db->open_handles = 2;
+    db->state = DB_DOWN;
+    start_connect(db);
+    *out = db;
+    return 0;
+}
+
+void weir_db_free(weir_db_t *db, void (*done)(void *), void *data) {
+    if (!db) return;
+    db->closing = 1;
+    db->done = done;
+    db->done_data = data;
+    connection_lost(db, "closing");
+    db_kick_cb(&db->kick);
+    uv_close((uv_handle_t *)&db->retry, handle_closed);
+    uv_close((uv_handle_t *)&db->kick, handle_closed);
+}
+
+int weir_db_connected(const weir_db_t *db) { return db->state == DB_UP; }
+unsigned weir_db_inflight(const weir_db_t *db) { return db->inflight; }
+
+weir_db_tx_t *weir_db_tx_new(weir_db_t *db) {
+    weir_db_tx_t *tx = calloc(1, sizeof *tx);
+    if (tx) tx->db = db;
+    return tx;
+}
+
+int weir_db_tx_add(weir_db_tx_t *tx, const char *sql, int nparams, const char *const *params) {
+    if (tx->n == tx->cap) {
+        int cap = tx->cap ? tx->cap * 2 : 4;
+        db_stmt_t *s = realloc(tx->stmts, (size_t)cap * sizeof *s);
+        if (!s) return WEIR_ENOMEM;
+        tx->stmts = s;
+        tx->cap = cap;
+    }
+    db_stmt_t *s = &tx->stmts[tx->n];
+    memset(s, 0, sizeof *s);
+    s->sql = strdup(sql);
+    s->params = nparams ? calloc((size_t)nparams, sizeof *s->params) : NULL;
+    s->nparams = nparams;
+    int oom = !s->sql || (nparams && !s->params);
+    for (int i = 0; i < nparams && !oom; i++)
+        if (params[i] && !(s->params[i] = strdup(params[i]))) oom = 1;
+    tx->n++; /* counted even on failure so that tx_free releases it */
+    return oom ? WEIR_ENOMEM : tx->n - 1;
+}
+
+void weir_db_tx_submit(weir_db_tx_t *tx, weir_db_tx_cb cb, void *data) {
+    weir_db_t *db = tx->db;
+    tx->cb = cb;
+    tx->data = data;
+    db->inflight++;
+    if (db->state != DB_UP || db->closing) {
+        tx_set_error(tx, WEIR_EUNAVAIL, "database unavailable", "08006");
+        defer(db, tx);
+        return;
+    }
+    if (tx->n == 0) { defer(db, tx); return; }
+    list_push(&db->sent, tx);
+    if (send_tx(db, tx) || flush_out(db)) {
+        if (db->state == DB_UP) connection_lost(db, PQerrorMessage(db->conn));
+    }
+}
+
+PGresult *weir_db_tx_result(const weir_db_tx_t *tx, int i) {
+    return i >= 0 && i < tx->n ? tx->stmts[i].res : NULL;
+}
+const char *weir_db_tx_error(const weir_db_tx_t *tx) { return tx->error ? tx->error : ""; }
+const char *weir_db_tx_sqlstate(const weir_db_tx_t *tx) { return tx->sqlstate; }
+
+int weir_db_rows(const weir_db_tx_t *tx, int i) {
+    PGresult *r = weir_db_tx_result(tx, i);
+    return r && PQresultStatus(r) == PGRES_TUPLES_OK ? PQntuples(r) : 0;
+}
+
+const char *weir_db_value(const weir_db_tx_t *tx, int i, int r, int c) {
+    PGresult *res = weir_db_tx_result(tx, i);
+    if (!res || r >= PQntuples(res) || c >= PQnfields(res)) return "";
+    return PQgetvalue(res, r, c);
+}

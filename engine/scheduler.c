@@ -1,0 +1,85 @@
+/* scheduler.c — `weir scheduler`: start-up checks, the loop, clean shutdown.
+ * The API lives in api.c; this file only wires the parts together. */
+#include "engine/sched.h"
+#include "engine/migrate.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#include <libpq-fe.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void on_closed(void *data) { (void)data; }
+
+static void on_signal(uv_signal_t *h, int signum) {
+    weir_sched_t *s = h->data;
+    if (s->stopping) return;
+    s->stopping = 1;
+    weir_log_info("scheduler: %s received, stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    weir_http_server_free(s->http, on_closed, NULL);
+    s->http = NULL;
+    weir_db_free(s->db, on_closed, NULL);
+    s->db = NULL;
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
+
+/* Refuses to serve a database whose schema is missing, behind, or edited. */
+static int check_schema(const char *conninfo) {
+    PGconn *c = PQconnectdb(conninfo);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "weir scheduler: cannot connect to the database: %s", PQerrorMessage(c));
+        PQfinish(c);
+        return WEIR_EUNAVAIL;
+    }
+    char err[1024];
+    int rc = weir_migrate_verify(c, weir_migrations, weir_migrations_count, err, sizeof err);
+    if (rc) fprintf(stderr, "weir scheduler: %s\n", err);
+    PQfinish(c);
+    return rc;
+}
+
+int weir_sched_run(const weir_sched_opts_t *o) {
+    weir_log_init();
+    /* Every timestamp the API returns is UTC, whatever the server's setting. */
+    setenv("PGTZ", "UTC", 1);
+    signal(SIGPIPE, SIG_IGN);
+    int rc = check_schema(o->database);
+    if (rc) return rc == WEIR_EUNAVAIL ? 3 : 1;
+
+    weir_sched_t s;
+    memset(&s, 0, sizeof s);
+    s.loop = uv_default_loop();
+    s.dsl = o->dsl;
+    if ((rc = weir_db_new(s.loop, o->database, &s.db))) {
+        fprintf(stderr, "weir scheduler: %s\n", weir_strerror(rc));
+        return 1;
+    }
+    char msg[256];
+    rc = weir_http_server_new(s.loop, o->host ? o->host : "127.0.0.1", o->port, &o->http, weir_api_handle, &s,
+                              &s.http, msg, sizeof msg);
+    if (rc) {
+        fprintf(stderr, "weir scheduler: cannot listen on %s:%d: %s\n", o->host ? o->host : "127.0.0.1", o->port,
+                msg);
+        weir_db_free(s.db, on_closed, NULL);
+        uv_run(s.loop, UV_RUN_DEFAULT);
+        return 1;
+    }
+    int port = weir_http_server_port(s.http);
+    if (o->port_file) {
+        FILE *f = fopen(o->port_file, "w");
+        if (f) { fprintf(f, "%d\n", port); fclose(f); }
+    }
+    weir_log_info("scheduler: listening on http://%s:%d", o->host ? o->host : "127.0.0.1", port);
+    uv_signal_init(s.loop, &s.sigint);
+    uv_signal_init(s.loop, &s.sigterm);
+    s.sigint.data = s.sigterm.data = &s;
+    uv_signal_start(&s.sigint, on_signal, SIGINT);
+    uv_signal_start(&s.sigterm, on_signal, SIGTERM);
+    uv_run(s.loop, UV_RUN_DEFAULT);
+    uv_loop_close(s.loop);
+    weir_log_info("scheduler: stopped");
+    return 0;
+}

@@ -1,0 +1,52 @@
+# migrate.sh — `weir migrate` on a real PostgreSQL: applies in order, is
+# idempotent, serialises concurrent runs, refuses an edited file by name, and
+# the scheduler refuses an unmigrated database.
+. tests/lib.sh
+TMP=$(mktemp -d /tmp/weir-migrate.XXXXXX)
+
+OUT=$("$WEIR" scheduler --database "$PGCONN" --listen 127.0.0.1:0 2>&1)
+check_eq scheduler_refuses_unmigrated "$?" 1
+check_contains scheduler_says_migrate "$OUT" "weir migrate"
+
+OUT=$("$WEIR" migrate --database "$PGCONN")
+check_eq first_migrate_exit "$?" 0
+check_contains first_migrate_applied "$OUT" "applied 0001_schema.sql"
+N=$(ls migrations/*.sql | wc -l)
+check_eq all_recorded "$(sql 'SELECT count(*) FROM weir_migrations')" "$N"
+OUT=$("$WEIR" migrate --database "$PGCONN")
+check_contains second_migrate_noop "$OUT" "0 migrations applied"
+
+# concurrent first runs on a fresh database: both succeed, each file applied once
+$PSQL -X -q -c 'CREATE DATABASE weir_concurrent' "$PGMAINT"
+C=$(echo "$PGCONN" | sed 's/dbname=[^ ]*/dbname=weir_concurrent/')
+"$WEIR" migrate --database "$C" >"$TMP/a" 2>&1 & A=$!
+"$WEIR" migrate --database "$C" >"$TMP/b" 2>&1 & B=$!
+wait $A; RA=$?
+wait $B; RB=$?
+check_eq concurrent_both_ok "$RA$RB" "00"
+check_eq concurrent_applied_once "$(cat "$TMP/a" "$TMP/b" | grep -c 'applied 0001')" 1
+
+# an edited file is refused, by name, and nothing changes
+cp -r migrations "$TMP/m"
+"$WEIR" migrate --database "$PGCONN" --dir "$TMP/m" >/dev/null
+check_eq dir_same_ok "$?" 0
+echo "-- an edit" >>"$TMP/m/0001_schema.sql"
+OUT=$("$WEIR" migrate --database "$PGCONN" --dir "$TMP/m" 2>&1)
+check_eq edited_refused "$?" 1
+check_contains edited_names_file "$OUT" "0001_schema.sql was edited"
+# a broken new migration rolls back and names the file and line
+cp -r migrations "$TMP/n"
+printf 'CREATE TABLE ok_table (x int);\nSELECT nope FROM nowhere;\n' >"$TMP/n/9999_broken.sql"
+OUT=$("$WEIR" migrate --database "$PGCONN" --dir "$TMP/n" 2>&1)
+check_eq broken_refused "$?" 1
+check_contains broken_names_file_line "$OUT" "9999_broken.sql:2"
+check_eq broken_rolled_back "$(sql "SELECT to_regclass('ok_table') IS NULL")" t
+check_eq broken_not_recorded "$(sql "SELECT count(*) FROM weir_migrations WHERE name = '9999_broken.sql'")" 0
+
+# the events table is append-only
+sql "INSERT INTO events (kind) VALUES ('test')" >/dev/null
+sql "DELETE FROM events" >/dev/null 2>&1
+check_eq events_append_only "$(sql 'SELECT count(*) FROM events')" 1
+
+rm -rf "$TMP"
+finish

@@ -1,0 +1,69 @@
+# lib.sh — sourced by the shell test suites: pass/fail bookkeeping that ends with
+# the line "N passed, N failed", and small helpers for HTTP and SQL checks.
+# Suites get WEIR (the binary), and for integration suites PGCONN (a libpq
+# conninfo of a freshly created, migrated database) and PSQL (a psql command line).
+
+T_PASS=0
+T_FAIL=0
+SUITE=${SUITE:-shell}
+
+ok() { T_PASS=$((T_PASS + 1)); echo "ok   $SUITE.$1"; }
+not_ok() { T_FAIL=$((T_FAIL + 1)); echo "FAIL $SUITE.$1: $2"; }
+
+# check NAME CONDITION-COMMAND... : passes when the command succeeds.
+check() {
+  name=$1; shift
+  if "$@"; then ok "$name"; else not_ok "$name" "$*"; fi
+}
+
+# check_eq NAME GOT EXPECTED
+check_eq() {
+  if [ "$2" = "$3" ]; then ok "$1"; else not_ok "$1" "got [$2], expected [$3]"; fi
+}
+
+# check_contains NAME HAYSTACK NEEDLE
+check_contains() {
+  case "$2" in *"$3"*) ok "$1" ;; *) not_ok "$1" "[$2] does not contain [$3]" ;; esac
+}
+
+finish() {
+  echo "$T_PASS passed, $T_FAIL failed"
+  [ "$T_FAIL" -eq 0 ]
+}
+
+# sql "SELECT ..." : one value, unaligned, from the suite's database.
+sql() { $PSQL -X -A -t -q -c "$1" "$PGCONN"; }
+
+# start_scheduler [FLAGS...] : migrates the suite's database and starts a scheduler on a
+# free port; sets URL and SCHED_PID. The scheduler's log goes to $SCHED_LOG.
+start_scheduler() {
+  "$WEIR" migrate --database "$PGCONN" >/dev/null || return 1
+  SCHED_DIR=$(mktemp -d /tmp/weir-sched.XXXXXX)
+  SCHED_LOG=$SCHED_DIR/scheduler.log
+  "$WEIR" scheduler --database "$PGCONN" --listen 127.0.0.1:0 --port-file "$SCHED_DIR/port" "$@" \
+    >"$SCHED_LOG" 2>&1 &
+  SCHED_PID=$!
+  i=0
+  while [ ! -s "$SCHED_DIR/port" ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+  [ -s "$SCHED_DIR/port" ] || { cat "$SCHED_LOG"; return 1; }
+  URL="http://127.0.0.1:$(cat "$SCHED_DIR/port")"
+  i=0
+  until curl -fs "$URL/healthz" >/dev/null 2>&1 || [ $i -ge 100 ]; do sleep 0.05; i=$((i + 1)); done
+  export URL SCHED_PID
+}
+
+# stop_scheduler : SIGTERM, and a check that it exited cleanly (ASan reports surface here).
+stop_scheduler() {
+  kill -TERM "$SCHED_PID" 2>/dev/null
+  wait "$SCHED_PID"
+  rc=$?
+  if [ $rc -ne 0 ]; then echo "--- scheduler log"; cat "$SCHED_LOG"; fi
+  return $rc
+}
+
+# status METHOD PATH [CURL ARGS...] : prints the HTTP status; the body goes to $BODY.
+BODY=$(mktemp /tmp/weir-body.XXXXXX)
+status() {
+  m=$1; p=$2; shift 2
+  curl -s -o "$BODY" -w '%{http_code}' -X "$m" "$@" "$URL$p"
+}
