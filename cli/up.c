@@ -17,6 +17,7 @@
 #include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -265,7 +266,11 @@ int weir_cmd_up(int argc, char **argv) {
         rc = weir_sched_run(&o);
     }
     if (pgdir[0]) {
+        /* A second Ctrl-C must not leave PostgreSQL running behind us. */
+        signal(SIGINT, SIG_IGN);
+        signal(SIGTERM, SIG_IGN);
         printf("weir up: stopping PostgreSQL\n");
+        fflush(stdout);
         stop_private_pg(pgdir);
     }
     return rc;

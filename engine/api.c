@@ -265,14 +265,14 @@ static void read_query(api_req_t *a, const char *sql, int nparams, const char *c
 }
 
 #define PIPELINE_SUMMARY                                                                                 \
-    "json_build_object('name', p.name, 'current_version', p.current_version, 'seq', v.seq, "             \
+    "jsonb_build_object('name', p.name, 'current_version', p.current_version, 'seq', v.seq, "             \
     "'tasks', v.task_count, 'versions', (SELECT count(*) FROM pipeline_versions WHERE pipeline_id = p.id), " \
     "'schedule', CASE WHEN s.enabled THEN s.cron END, 'paused', p.paused, "                              \
     "'created_at', p.created_at, 'updated_at', p.updated_at)"
 
 static void api_list_pipelines(api_req_t *a) {
     read_query(a,
-               "SELECT json_build_object('pipelines', coalesce(json_agg(" PIPELINE_SUMMARY " ORDER BY p.name), '[]')) "
+               "SELECT jsonb_build_object('pipelines', coalesce(jsonb_agg(" PIPELINE_SUMMARY " ORDER BY p.name), '[]')) "
                "FROM pipelines p LEFT JOIN pipeline_versions v ON v.id = p.current_version "
                "LEFT JOIN schedules s ON s.pipeline_id = p.id",
                0, NULL);
@@ -283,7 +283,7 @@ static void api_show_pipeline(api_req_t *a) {
                "SELECT " PIPELINE_SUMMARY " || jsonb_build_object('versions', (SELECT coalesce(jsonb_agg("
                "  jsonb_build_object('id', x.id, 'seq', x.seq, 'tasks', x.task_count, 'source_name', x.source_name, "
                "  'created_by', x.created_by, 'created_at', x.created_at, 'current', x.id = p.current_version) "
-               "  ORDER BY x.seq DESC), '[]') FROM pipeline_versions x WHERE x.pipeline_id = p.id))::jsonb "
+               "  ORDER BY x.seq DESC), '[]') FROM pipeline_versions x WHERE x.pipeline_id = p.id)) "
                "FROM pipelines p LEFT JOIN pipeline_versions v ON v.id = p.current_version "
                "LEFT JOIN schedules s ON s.pipeline_id = p.id WHERE p.name = $1",
                1, (const char *[]){a->args[0]});

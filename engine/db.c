@@ -148,7 +148,7 @@ static void retry_cb(uv_timer_t *t) { start_connect(t->data); }
 
 /* The connection is gone: everything in flight has an unknown outcome. */
 static void connection_lost(weir_db_t *db, const char *why) {
-    if (db->state == DB_UP) weir_log_warn("db: connection lost: %s", why);
+    if (db->state == DB_UP && !db->closing) weir_log_warn("db: connection lost: %s", why);
     db->state = DB_DOWN;
     poll_stop(db);
     if (db->conn) { PQfinish(db->conn); db->conn = NULL; }

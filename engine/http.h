@@ -54,7 +54,8 @@ const char *weir_http_req_query(const weir_http_req_t *r);   /* raw query after 
 const char *weir_http_req_header(const weir_http_req_t *r, const char *name);
 /* The body (NUL-terminated, len excludes the NUL); "" with len 0 when none. */
 const char *weir_http_req_body(const weir_http_req_t *r, size_t *len);
-/* Looks up one query parameter by name, percent-decoded into buf. 1 if found, 0 if not. */
+/* Looks up one query parameter by name, percent-decoded into buf. 1 if found, 0 if not.
+ * A value that does not fit in bufsize (with its NUL) counts as not found, never truncated. */
 int weir_http_req_query_param(const weir_http_req_t *r, const char *name, char *buf, size_t bufsize);
 /* Per-request user pointer for the handler's own use. */
 void weir_http_req_set_data(weir_http_req_t *r, void *data);

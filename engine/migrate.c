@@ -126,6 +126,7 @@ int weir_migrate(PGconn *conn, const weir_migration_t *m, size_t n, int verbose,
                  size_t errsize) {
     int rc;
     *applied = 0;
+    if ((rc = exec_ok(conn, "SET client_min_messages = warning", err, errsize))) return rc;
     if ((rc = exec_ok(conn, "SELECT pg_advisory_lock(" MIGRATE_LOCK_KEY ")", err, errsize))) return rc;
     /* The bookkeeping table is created under the lock so that two first runs cannot race on it. */
     rc = exec_ok(conn,
