@@ -371,7 +371,7 @@ static void auth_done(weir_db_tx_t *tx, int status, void *data) {
                     weir_http_req_path(a->http), need, role_s);
         return;
     }
-    snprintf(a->actor, sizeof a->actor, "%s", weir_db_value(tx, 0, 1, 0));
+    snprintf(a->actor, sizeof a->actor, "%s", weir_db_value(tx, 0, 0, 1));
     a->route->fn(a);
 }
 

@@ -1,0 +1,45 @@
+# up.sh — `weir up` as a new user runs it: a private PostgreSQL cluster under
+# WEIR_HOME, migrations, an operator token in client.json (mode 0600), the
+# scheduler answering the CLI with no flags, a restart that reuses all of it,
+# and Ctrl-C stopping both the scheduler and PostgreSQL.
+. tests/lib.sh
+HOME_DIR=$(mktemp -d /tmp/weir-up.XXXXXX)
+chmod 755 "$HOME_DIR"
+PORT=$((20000 + $$ % 20000))
+export WEIR_HOME=$HOME_DIR
+unset WEIR_URL WEIR_TOKEN WEIR_DATABASE_URL
+
+up() {
+  "$WEIR" up --port "$PORT" >"$HOME_DIR/up.log" 2>&1 &
+  UP=$!
+  i=0
+  until curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 || [ $i -ge 300 ]; do sleep 0.1; i=$((i + 1)); done
+}
+
+up
+check_eq up_serves "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")" 200
+check up_cluster_under_home [ -f "$HOME_DIR/pg/data/PG_VERSION" ]
+check_eq up_client_file_private "$(stat -c %a "$HOME_DIR/client.json")" 600
+TOKEN1=$(sed -n 's/.*"token": "\(.*\)".*/\1/p' "$HOME_DIR/client.json")
+check up_wrote_token sh -c "echo '$TOKEN1' | grep -Eq '^weir_[0-9a-f]{40}$'"
+printf 'pipeline "hello" {}\ntask "a" { step = "noop" }\n' >"$HOME_DIR/hello.lua"
+OUT=$("$WEIR" apply "$HOME_DIR/hello.lua" 2>&1)
+check_contains up_cli_needs_no_flags "$OUT" "hello: version 1"
+kill -INT $UP
+wait $UP
+check_eq up_ctrl_c_exit_0 "$?" 0
+check up_postgres_stopped [ ! -f "$HOME_DIR/pg/data/postmaster.pid" ]
+check_contains up_says_stopping "$(cat "$HOME_DIR/up.log")" "stopping PostgreSQL"
+
+# a second start reuses the cluster, the data and the token
+up
+TOKEN2=$(sed -n 's/.*"token": "\(.*\)".*/\1/p' "$HOME_DIR/client.json")
+check_eq up_again_same_token "$TOKEN2" "$TOKEN1"
+check_contains up_again_keeps_data "$("$WEIR" pipelines 2>&1)" "hello"
+kill -TERM $UP
+wait $UP
+check_eq up_sigterm_exit_0 "$?" 0
+check up_postgres_stopped_again [ ! -f "$HOME_DIR/pg/data/postmaster.pid" ]
+
+rm -rf "$HOME_DIR"
+finish
