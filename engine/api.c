@@ -189,6 +189,8 @@ static void apply_compiled(uv_work_t *w, int status) {
                    "INSERT INTO pipeline_versions (id, pipeline_id, seq, plan, source, source_name, task_count, "
                    "created_by) SELECT $1, p.id, (SELECT coalesce(max(seq), 0) + 1 FROM pipeline_versions "
                    "WHERE pipeline_id = p.id), $2::jsonb, $3, $4, $5::int, $6 FROM pipelines p WHERE p.name = $7 "
+                   /* checked first so that an unchanged plan is not even parsed as jsonb */
+                   "AND NOT EXISTS (SELECT 1 FROM pipeline_versions WHERE id = $1) "
                    "ON CONFLICT (id) DO NOTHING RETURNING seq",
                    7, (const char *[]){version, a->compiled.plan_json, a->source, a->filename, ntasks, a->actor, name});
     /* 2: make it current and record the change in the audit trail, in the same transaction. */

@@ -39,8 +39,10 @@ for B in "$@"; do
   n=$((n + 1))
   export WEIR="$B/weir"
   case "$B" in *asan*) export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ;; esac
+  # Unit tests that need PostgreSQL (test_db) get a fresh database of their own.
+  pg_createdb "weir_t${n}_unit" || TOTAL_FAIL=$((TOTAL_FAIL + 1))
   for t in "$B"/tests/test_*; do
-    [ -x "$t" ] && run_suite "$B: unit $(basename "$t")" "$t"
+    [ -x "$t" ] && run_suite "$B: unit $(basename "$t")" env PGCONN="$(pg_conn "weir_t${n}_unit")" "$t"
   done
   [ -f tests/dsl/run.sh ] && run_suite "$B: dsl goldens" sh tests/dsl/run.sh "$WEIR"
   for s in tests/cli/*.sh; do
