@@ -76,7 +76,7 @@ V1=$(sed -n 's/.*"version": *"\([0-9a-f]*\)".*/\1/p' "$BODY")
 check version_id_returned sh -c "echo '$V1' | grep -Eq '^[0-9a-f]{64}$'"
 check_eq apply_again_200 "$(status POST /v1/pipelines -H "$AUTH" -d "$J")" 200
 check_contains apply_again_same_version "$(cat "$BODY")" "$V1"
-check_contains apply_again_not_created "$(cat "$BODY")" '"created": false'
+check_contains apply_again_not_created "$(cat "$BODY")" '"created":false'
 check_eq one_version_one_event "$(state)" "1/1/1/1"
 check_eq event_actor "$(sql "SELECT actor || ':' || kind FROM events")" "ops:pipeline.applied"
 check_eq version_hash_is_plan_hash "$(sql "SELECT id = '$V1' FROM pipeline_versions")" t
