@@ -20,6 +20,7 @@ struct weir_db_tx_s {
     db_stmt_t *stmts;
     int n, cap;
     int next_result;        /* index of the statement whose result comes next */
+    int add_error;          /* a failed weir_db_tx_add: the transaction must not be sent */
     int status;
     char *error;
     char sqlstate[6];
@@ -38,12 +39,14 @@ struct weir_db_s {
     PGconn *conn;
     uv_poll_t *poll;        /* one per socket; freed in its close callback */
     int poll_events;
-    uv_timer_t retry;       /* reconnect backoff */
-    uv_timer_t kick;        /* completes deferred transactions on the next loop turn */
+    uv_timer_t retry;       /* reconnect backoff; while connecting, the attempt's deadline */
+    uv_idle_t kick;         /* completes deferred transactions on the next loop turn */
     int state;
+    int settled;            /* the first connection attempt has succeeded or failed */
     unsigned backoff_ms;
     unsigned inflight;
     tx_list_t sent;         /* sent, awaiting results, in order */
+    tx_list_t waiting;      /* submitted during the first connection attempt */
     tx_list_t deferred;     /* to be completed without touching the server */
     int closing, open_handles;
     void (*done)(void *);
@@ -68,7 +71,7 @@ static weir_db_tx_t *list_pop(tx_list_t *l) {
 static void tx_free(weir_db_tx_t *tx) {
     for (int i = 0; i < tx->n; i++) {
         free(tx->stmts[i].sql);
-        for (int j = 0; j < tx->stmts[i].nparams; j++) free(tx->stmts[i].params[j]);
+        for (int j = 0; tx->stmts[i].params && j < tx->stmts[i].nparams; j++) free(tx->stmts[i].params[j]);
         free(tx->stmts[i].params);
         PQclear(tx->stmts[i].res);
     }
@@ -91,15 +94,23 @@ static void tx_set_error(weir_db_tx_t *tx, int status, const char *msg, const ch
     snprintf(tx->sqlstate, sizeof tx->sqlstate, "%s", sqlstate ? sqlstate : "");
 }
 
-static void db_kick_cb(uv_timer_t *t) {
-    weir_db_t *db = t->data;
+/* Completes only what was deferred before it ran: a callback that submits
+ * again while the database is down (a retry) defers to the next loop turn,
+ * instead of spinning here and never letting the loop reconnect. An idle
+ * handle, not a 0 ms timer: libuv runs a timer restarted from a timer
+ * callback again in the same pass, which would be the same spin. */
+static void db_kick_cb(uv_idle_t *h) {
+    weir_db_t *db = h->data;
+    tx_list_t now = db->deferred;
+    db->deferred.head = db->deferred.tail = NULL;
+    uv_idle_stop(&db->kick);
     weir_db_tx_t *tx;
-    while ((tx = list_pop(&db->deferred))) tx_complete(tx);
+    while ((tx = list_pop(&now))) tx_complete(tx);
 }
 
 static void defer(weir_db_t *db, weir_db_tx_t *tx) {
     list_push(&db->deferred, tx);
-    if (!db->closing) uv_timer_start(&db->kick, db_kick_cb, 0, 0);
+    if (!db->closing) uv_idle_start(&db->kick, db_kick_cb);
 }
 
 static void handle_closed(uv_handle_t *h) {
@@ -123,14 +134,16 @@ static void poll_stop(weir_db_t *db) {
 
 static void on_poll(uv_poll_t *p, int status, int events);
 
-static void poll_want(weir_db_t *db, int events) {
+/* Watches the connection's current socket. Returns -1 if it cannot: the
+ * caller treats that as a lost connection, since nothing would ever wake us. */
+static int poll_want(weir_db_t *db, int events) {
     if (!db->poll) {
         db->poll = malloc(sizeof *db->poll);
         if (!db->poll || uv_poll_init_socket(db->loop, db->poll, PQsocket(db->conn))) {
             free(db->poll);
             db->poll = NULL;
             weir_log_error("db: cannot watch the connection's socket");
-            return;
+            return -1;
         }
         db->poll->data = db;
         db->open_handles++;
@@ -140,21 +153,56 @@ static void poll_want(weir_db_t *db, int events) {
         uv_poll_start(db->poll, events, on_poll);
         db->poll_events = events;
     }
+    return 0;
 }
 
 static void start_connect(weir_db_t *db);
 
-static void retry_cb(uv_timer_t *t) { start_connect(t->data); }
+static void connection_lost(weir_db_t *db, const char *why);
+
+static void retry_cb(uv_timer_t *t) {
+    weir_db_t *db = t->data;
+    if (db->state == DB_CONNECTING) {
+        weir_log_warn("db: cannot connect: no answer within the connect timeout");
+        connection_lost(db, "connect timed out");
+        return;
+    }
+    start_connect(db);
+}
+
+/* libpq keeps connect_timeout only in its blocking calls; with PQconnectPoll
+ * the deadline is ours, or a server that never answers holds us (and the
+ * transactions waiting for the first connection) connecting forever. Unset,
+ * it is 10 s; like libpq, less than 2 s counts as 2. */
+static unsigned connect_timeout_ms(PGconn *conn) {
+    unsigned ms = 10000;
+    PQconninfoOption *opts = PQconninfo(conn);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (!strcmp(o->keyword, "connect_timeout") && o->val && atoi(o->val) > 0)
+            ms = (unsigned)(atoi(o->val) < 2 ? 2 : atoi(o->val)) * 1000;
+    PQconninfoFree(opts);
+    return ms;
+}
 
 /* The connection is gone: everything in flight has an unknown outcome. */
 static void connection_lost(weir_db_t *db, const char *why) {
     if (db->state == DB_UP && !db->closing) weir_log_warn("db: connection lost: %s", why);
     db->state = DB_DOWN;
+    db->settled = 1;
     poll_stop(db);
     if (db->conn) { PQfinish(db->conn); db->conn = NULL; }
     weir_db_tx_t *tx;
     while ((tx = list_pop(&db->sent))) {
+        /* EUNAVAIL even if a statement already failed: a terminated backend
+         * reports itself as a statement error (57P01, FATAL) before it hangs
+         * up, and the caller must see a lost connection, not a SQL error.
+         * The server's message, when there was one, stays as the reason. */
         tx_set_error(tx, WEIR_EUNAVAIL, "database connection lost", "08006");
+        if (!tx->add_error) tx->status = WEIR_EUNAVAIL;
+        defer(db, tx);
+    }
+    while ((tx = list_pop(&db->waiting))) {
+        tx_set_error(tx, WEIR_EUNAVAIL, "database unavailable", "08006");
         defer(db, tx);
     }
     if (!db->closing) {
@@ -166,17 +214,33 @@ static void connection_lost(weir_db_t *db, const char *why) {
 static int flush_out(weir_db_t *db) {
     int f = PQflush(db->conn);
     if (f < 0) { connection_lost(db, PQerrorMessage(db->conn)); return -1; }
-    poll_want(db, UV_READABLE | (f ? UV_WRITABLE : 0));
+    if (poll_want(db, UV_READABLE | (f ? UV_WRITABLE : 0))) {
+        connection_lost(db, "cannot watch the socket");
+        return -1;
+    }
     return 0;
 }
 
+/* An empty transaction, or one whose weir_db_tx_add failed, is sent as a
+ * bare Sync: it then completes in its turn behind the transactions already in
+ * flight, as callbacks must, and nothing of it runs. */
 static int send_tx(weir_db_t *db, weir_db_tx_t *tx) {
-    for (int i = 0; i < tx->n; i++) {
+    for (int i = 0; i < tx->n && !tx->add_error; i++) {
         db_stmt_t *s = &tx->stmts[i];
         if (!PQsendQueryParams(db->conn, s->sql, s->nparams, NULL, (const char *const *)s->params, NULL, NULL, 0))
             return -1;
     }
     return PQpipelineSync(db->conn) ? 0 : -1;
+}
+
+/* Puts tx on the wire behind those in flight. A failure leaves the pipeline
+ * with a partial transaction in it, which the next Sync would commit: the
+ * connection is dropped instead, failing tx with the rest. */
+static void send_one(weir_db_t *db, weir_db_tx_t *tx) {
+    list_push(&db->sent, tx);
+    if (send_tx(db, tx) || flush_out(db)) {
+        if (db->state == DB_UP) connection_lost(db, PQerrorMessage(db->conn));
+    }
 }
 
 /* Reads every complete result and completes the transactions they finish. */
@@ -198,15 +262,21 @@ static void read_results(weir_db_t *db) {
             tx_complete(tx);
             continue;
         }
-        if (st == PGRES_FATAL_ERROR)
-            tx_set_error(tx, WEIR_EDB, PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY),
-                         PQresultErrorField(r, PG_DIAG_SQLSTATE));
+        if (st == PGRES_FATAL_ERROR) {
+            /* libpq's own errors have no primary field, only a message */
+            const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+            tx_set_error(tx, WEIR_EDB, msg ? msg : PQresultErrorMessage(r), PQresultErrorField(r, PG_DIAG_SQLSTATE));
+        }
         if (tx->next_result < tx->n && st != PGRES_PIPELINE_ABORTED)
             tx->stmts[tx->next_result].res = r;
         else
             PQclear(r);
         tx->next_result++;
     }
+    /* libpq drops a connection it cannot make sense of (and closes the socket
+     * we watch) without any call failing: notice it here, not never. */
+    if (db->conn && db->state == DB_UP && PQstatus(db->conn) == CONNECTION_BAD)
+        connection_lost(db, PQerrorMessage(db->conn));
 }
 
 static void on_poll(uv_poll_t *p, int status, int events) {
@@ -217,10 +287,14 @@ static void on_poll(uv_poll_t *p, int status, int events) {
     }
     if (status < 0) { connection_lost(db, uv_strerror(status)); return; }
     if (events & UV_WRITABLE && flush_out(db)) return;
-    if (events & UV_READABLE) {
-        if (!PQconsumeInput(db->conn)) { connection_lost(db, PQerrorMessage(db->conn)); return; }
-        read_results(db);
+    if (events & UV_READABLE && !PQconsumeInput(db->conn)) {
+        connection_lost(db, PQerrorMessage(db->conn));
+        return;
     }
+    /* Also after a write alone: while the socket is full PQflush reads what
+     * the server sent (so that neither side blocks on the other), and those
+     * results would otherwise wait for some later readable event. */
+    read_results(db);
 }
 
 /* Drives PQconnectPoll; called first from start and then on socket events. */
@@ -234,25 +308,38 @@ static void start_connect(weir_db_t *db) {
         }
         db->state = DB_CONNECTING;
         PQsetnonblocking(db->conn, 1);
-        poll_want(db, UV_WRITABLE);
+        uv_timer_start(&db->retry, retry_cb, connect_timeout_ms(db->conn), 0);
+        if (poll_want(db, UV_WRITABLE)) connection_lost(db, "cannot watch the socket");
         return;
     }
+    /* PQconnectPoll may close its socket and open another (the next host or
+     * address, a retry without SSL or GSS), often under the same descriptor
+     * number. epoll forgets a closed file silently, so a watch kept across
+     * the call would never fire again: drop it first, and watch whatever
+     * socket libpq holds afterwards. */
+    poll_stop(db);
     switch (PQconnectPoll(db->conn)) {
     case PGRES_POLLING_READING:
-        poll_want(db, UV_READABLE);
+        if (poll_want(db, UV_READABLE)) connection_lost(db, "cannot watch the socket");
         return;
     case PGRES_POLLING_WRITING:
-        poll_want(db, UV_WRITABLE);
+        if (poll_want(db, UV_WRITABLE)) connection_lost(db, "cannot watch the socket");
         return;
     case PGRES_POLLING_OK:
         if (!PQenterPipelineMode(db->conn)) {
             connection_lost(db, "cannot enter pipeline mode");
             return;
         }
+        uv_timer_stop(&db->retry); /* the attempt's deadline */
         db->state = DB_UP;
+        db->settled = 1;
         db->backoff_ms = 100;
         weir_log_info("db: connected");
-        poll_want(db, UV_READABLE);
+        if (poll_want(db, UV_READABLE)) { connection_lost(db, "cannot watch the socket"); return; }
+        /* Those that waited for this first connection go out in their order;
+         * a failure fails the rest through connection_lost. */
+        weir_db_tx_t *tx;
+        while (db->state == DB_UP && (tx = list_pop(&db->waiting))) send_one(db, tx);
         return;
     default: {
         char msg[512];
@@ -271,7 +358,7 @@ int weir_db_new(uv_loop_t *loop, const char *conninfo, weir_db_t **out) {
     db->loop = loop;
     db->backoff_ms = 100;
     uv_timer_init(loop, &db->retry);
-    uv_timer_init(loop, &db->kick);
+    uv_idle_init(loop, &db->kick);
     db->retry.data = db->kick.data = db;
     db->open_handles = 2;
     db->state = DB_DOWN;
@@ -286,7 +373,8 @@ void weir_db_free(weir_db_t *db, void (*done)(void *), void *data) {
     db->done = done;
     db->done_data = data;
     connection_lost(db, "closing");
-    db_kick_cb(&db->kick);
+    /* the kick handle no longer runs: also complete what callbacks submit now */
+    while (db->deferred.head) db_kick_cb(&db->kick);
     uv_close((uv_handle_t *)&db->retry, handle_closed);
     uv_close((uv_handle_t *)&db->kick, handle_closed);
 }
@@ -301,10 +389,13 @@ weir_db_tx_t *weir_db_tx_new(weir_db_t *db) {
 }
 
 int weir_db_tx_add(weir_db_tx_t *tx, const char *sql, int nparams, const char *const *params) {
+    /* libpq refuses more parameters than the protocol's 16-bit count; caught
+     * here, the mistake fails this transaction instead of the connection. */
+    if (!sql || nparams < 0 || nparams > 65535 || (nparams && !params)) return tx->add_error = WEIR_EINVAL;
     if (tx->n == tx->cap) {
         int cap = tx->cap ? tx->cap * 2 : 4;
         db_stmt_t *s = realloc(tx->stmts, (size_t)cap * sizeof *s);
-        if (!s) return WEIR_ENOMEM;
+        if (!s) return tx->add_error = WEIR_ENOMEM;
         tx->stmts = s;
         tx->cap = cap;
     }
@@ -317,7 +408,9 @@ int weir_db_tx_add(weir_db_tx_t *tx, const char *sql, int nparams, const char *c
     for (int i = 0; i < nparams && !oom; i++)
         if (params[i] && !(s->params[i] = strdup(params[i]))) oom = 1;
     tx->n++; /* counted even on failure so that tx_free releases it */
-    return oom ? WEIR_ENOMEM : tx->n - 1;
+    /* A copy that failed would otherwise go out as a NULL parameter, or the
+     * transaction without one of its statements, and commit. */
+    return oom ? (tx->add_error = WEIR_ENOMEM) : tx->n - 1;
 }
 
 void weir_db_tx_submit(weir_db_tx_t *tx, weir_db_tx_cb cb, void *data) {
@@ -325,16 +418,24 @@ void weir_db_tx_submit(weir_db_tx_t *tx, weir_db_tx_cb cb, void *data) {
     tx->cb = cb;
     tx->data = data;
     db->inflight++;
+    if (tx->add_error) {
+        /* completes with this status (the first cause is kept), in its turn */
+        char msg[128];
+        snprintf(msg, sizeof msg, "a statement could not be added: %s", weir_strerror(tx->add_error));
+        tx_set_error(tx, tx->add_error, msg, "");
+    }
+    /* The first connection attempt is waited for (weir_db_new promises it);
+     * after that, "not up" means down, and fails at once. */
+    if (db->state == DB_CONNECTING && !db->settled && !db->closing) {
+        list_push(&db->waiting, tx);
+        return;
+    }
     if (db->state != DB_UP || db->closing) {
         tx_set_error(tx, WEIR_EUNAVAIL, "database unavailable", "08006");
         defer(db, tx);
         return;
     }
-    if (tx->n == 0) { defer(db, tx); return; }
-    list_push(&db->sent, tx);
-    if (send_tx(db, tx) || flush_out(db)) {
-        if (db->state == DB_UP) connection_lost(db, PQerrorMessage(db->conn));
-    }
+    send_one(db, tx);
 }
 
 PGresult *weir_db_tx_result(const weir_db_tx_t *tx, int i) {
@@ -350,6 +451,7 @@ int weir_db_rows(const weir_db_tx_t *tx, int i) {
 
 const char *weir_db_value(const weir_db_tx_t *tx, int i, int r, int c) {
     PGresult *res = weir_db_tx_result(tx, i);
-    if (!res || r >= PQntuples(res) || c >= PQnfields(res)) return "";
+    /* PQgetvalue answers NULL, not "", out of range */
+    if (!res || r < 0 || c < 0 || r >= PQntuples(res) || c >= PQnfields(res)) return "";
     return PQgetvalue(res, r, c);
 }

@@ -22,12 +22,15 @@ typedef struct weir_db_tx_s weir_db_tx_t;
 
 /* status: 0 committed; WEIR_EDB a statement failed and the transaction rolled
  * back (weir_db_tx_error says why); WEIR_EUNAVAIL no connection, or it was
- * lost before the outcome was known. The transaction is freed when the
- * callback returns. */
+ * lost before the outcome was known; the code a weir_db_tx_add returned, if
+ * one failed (nothing was sent). The transaction is freed when the callback
+ * returns. */
 typedef void (*weir_db_tx_cb)(weir_db_tx_t *tx, int status, void *data);
 
 /* Starts connecting at once; *out is ready for submissions immediately
- * (they wait for the connection or fail with WEIR_EUNAVAIL if it is down). */
+ * (they wait for the connection or fail with WEIR_EUNAVAIL if it is down).
+ * An attempt that gets no answer ends after conninfo's connect_timeout
+ * (10 s when unset) and is retried like any other. */
 int weir_db_new(uv_loop_t *loop, const char *conninfo, weir_db_t **out);
 /* Fails what is in flight with WEIR_EUNAVAIL, closes the connection and frees
  * the object once its handles are closed, then calls done(data). NULL: no-op. */
@@ -39,7 +42,9 @@ unsigned weir_db_inflight(const weir_db_t *db);
 
 weir_db_tx_t *weir_db_tx_new(weir_db_t *db);
 /* Appends a statement; params (text format, NULL for SQL NULL) are copied.
- * Returns the statement's index, or a negative WEIR_E* code. */
+ * Returns the statement's index, or a negative WEIR_E* code (WEIR_EINVAL:
+ * no sql, or nparams outside 0..65535); after a failure the transaction
+ * completes with that code when submitted, without being sent. */
 int weir_db_tx_add(weir_db_tx_t *tx, const char *sql, int nparams, const char *const *params);
 /* Sends the transaction. cb is never called before this returns. A
  * transaction with no statements completes with status 0. */
