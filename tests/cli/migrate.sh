@@ -17,8 +17,9 @@ OUT=$("$WEIR" migrate --database "$PGCONN")
 check_contains second_migrate_noop "$OUT" "0 migrations applied"
 
 # concurrent first runs on a fresh database: both succeed, each file applied once
-$PSQL -X -q -c 'CREATE DATABASE weir_concurrent' "$PGMAINT"
-C=$(echo "$PGCONN" | sed 's/dbname=[^ ]*/dbname=weir_concurrent/')
+CDB="$(echo "$PGCONN" | sed 's/.*dbname=\([^ ]*\).*/\1/')_concurrent"
+$PSQL -X -q -c "CREATE DATABASE $CDB" "$PGMAINT"
+C=$(echo "$PGCONN" | sed "s/dbname=[^ ]*/dbname=$CDB/")
 "$WEIR" migrate --database "$C" >"$TMP/a" 2>&1 & A=$!
 "$WEIR" migrate --database "$C" >"$TMP/b" 2>&1 & B=$!
 wait $A; RA=$?

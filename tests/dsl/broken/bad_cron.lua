@@ -1,0 +1,5 @@
+pipeline "nightly" {
+  schedule = "0 24 * * *",
+}
+
+task "t" { step = "noop" }

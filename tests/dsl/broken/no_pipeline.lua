@@ -1,0 +1,1 @@
+task "orphan" { step = "noop" }

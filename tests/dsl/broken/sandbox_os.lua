@@ -1,0 +1,3 @@
+pipeline "escape" {}
+
+task "t" { step = "noop", with = { home = os.getenv("HOME") } }

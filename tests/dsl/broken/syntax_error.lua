@@ -1,0 +1,6 @@
+pipeline "syntax" {}
+
+task "a" {
+  step = "noop"
+  after = "b",
+}
