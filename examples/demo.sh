@@ -9,13 +9,14 @@ WEIR=${WEIR:-build/weir}
 export WEIR_HOME=${WEIR_HOME:-$PWD/.weir}
 PORT=${WEIR_PORT:-8470}
 
-"$WEIR" up --port "$PORT" >"$WEIR_HOME.up.log" 2>&1 &
+mkdir -p "$WEIR_HOME"
+"$WEIR" up --port "$PORT" >"$WEIR_HOME/up.log" 2>&1 &
 UP=$!
 trap 'kill -INT $UP 2>/dev/null; wait $UP 2>/dev/null || true' EXIT INT TERM
 i=0
 until curl -fs "http://127.0.0.1:$PORT/healthz" >/dev/null 2>&1; do
   if ! kill -0 $UP 2>/dev/null || [ $i -ge 600 ]; then
-    echo "demo: weir up did not start:" >&2; cat "$WEIR_HOME.up.log" >&2; exit 1
+    echo "demo: weir up did not start:" >&2; cat "$WEIR_HOME/up.log" >&2; exit 1
   fi
   sleep 0.1; i=$((i + 1))
 done
