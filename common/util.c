@@ -141,6 +141,23 @@ size_t weir_edit_distance(const char *a, const char *b, size_t cap) {
     return row[lb] > cap ? cap + 1 : row[lb];
 }
 
+const char *weir_did_you_mean(const char *word, size_t len, const char *const *cands, size_t n, char *buf,
+                              size_t size) {
+    char w[257];
+    if (len >= sizeof w) return "";
+    memcpy(w, word, len);
+    w[len] = '\0';
+    size_t cap = len <= 3 ? 1 : len <= 6 ? 2 : 3, bestd = cap + 1;
+    const char *best = NULL;
+    for (size_t i = 0; i < n; i++) {
+        size_t d = weir_edit_distance(w, cands[i], cap);
+        if (d <= cap && d < len && d < bestd) best = cands[i], bestd = d;
+    }
+    if (!best) return "";
+    snprintf(buf, size, " (did you mean \"%s\"?)", best);
+    return buf;
+}
+
 int weir_read_file(const char *path, size_t max, char **out, size_t *len) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return errno == ENOENT ? WEIR_ENOENT : WEIR_EIO;

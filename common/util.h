@@ -32,6 +32,12 @@ int weir_parse_size(const char *s, int64_t *bytes);
 /* Levenshtein distance, capped: returns cap+1 as soon as it exceeds cap. */
 size_t weir_edit_distance(const char *a, const char *b, size_t cap);
 
+/* " (did you mean "x"?)" naming the candidate closest to word (its first len bytes), written
+ * into buf; "" (static) when none is close enough: the cap on edits grows with the word's
+ * length (1 up to 3 bytes, 2 up to 6, else 3) and never reaches the word's own length. */
+const char *weir_did_you_mean(const char *word, size_t len, const char *const *cands, size_t n, char *buf,
+                              size_t size);
+
 /* Reads a whole file, at most max bytes. *out is NUL-terminated; caller frees.
  * 0, WEIR_ENOENT, WEIR_EIO or WEIR_ELIMIT. */
 int weir_read_file(const char *path, size_t max, char **out, size_t *len);

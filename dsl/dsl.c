@@ -564,9 +564,21 @@ static int host_cron(lua_State *L) {
     return 1;
 }
 
-static int host_distance(lua_State *L) {
-    lua_Integer cap = luaL_checkinteger(L, 3);
-    lua_pushinteger(L, (lua_Integer)weir_edit_distance(luaL_checkstring(L, 1), luaL_checkstring(L, 2), (size_t)cap));
+/* host.suggest(word, candidates): the same "did you mean" as the C checks give. */
+static int host_suggest(lua_State *L) {
+    size_t len;
+    const char *word = luaL_checklstring(L, 1, &len);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    luaL_checkstack(L, 260, "suggest");
+    const char *cands[256];
+    size_t n = 0;
+    for (lua_Integer i = 1; n < sizeof cands / sizeof cands[0]; i++, n++) {
+        /* the strings stay alive on the stack until we return */
+        if (lua_rawgeti(L, 2, i) != LUA_TSTRING) { lua_pop(L, 1); break; }
+        cands[n] = lua_tostring(L, -1);
+    }
+    char buf[300];
+    lua_pushstring(L, weir_did_you_mean(word, len, cands, n, buf, sizeof buf));
     return 1;
 }
 
@@ -628,7 +640,7 @@ static int host_sorted_keys(lua_State *L) {
 static void push_host(lua_State *L) {
     static const luaL_Reg fns[] = {
         {"line", host_line},         {"duration", host_duration},       {"cron", host_cron},
-        {"distance", host_distance}, {"sorted_keys", host_sorted_keys}, {"bind", dsl_task_bind}, {NULL, NULL},
+        {"suggest", host_suggest}, {"sorted_keys", host_sorted_keys}, {"bind", dsl_task_bind}, {NULL, NULL},
     };
     luaL_newlib(L, fns);
     /* string.find as it was before wrap() guarded it: for the prelude's own linear patterns */

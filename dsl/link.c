@@ -57,22 +57,6 @@ static int cmp_cstr(const void *a, const void *b) {
 }
 
 /* " (did you mean "x"?)" for the closest of the sorted candidates, or "". */
-static const char *suggest(const char *word, size_t len, const char *const *cands, size_t n, char *buf, size_t bufsz) {
-    char w[128];
-    if (len >= sizeof w) return "";
-    memcpy(w, word, len);
-    w[len] = '\0';
-    size_t cap = len <= 3 ? 1 : len <= 6 ? 2 : 3, bestd = cap + 1;
-    const char *best = NULL;
-    for (size_t i = 0; i < n; i++) {
-        size_t d = weir_edit_distance(w, cands[i], cap);
-        if (d <= cap && d < len && d < bestd) best = cands[i], bestd = d;
-    }
-    if (!best) return "";
-    snprintf(buf, bufsz, " (did you mean \"%s\"?)", best);
-    return buf;
-}
-
 /* A string -> int map with open addressing; keys are borrowed (Lua keeps them alive). */
 typedef struct {
     const char *key;
@@ -350,7 +334,7 @@ static void check_ref(link_t *l, const char *ref, size_t len) {
         int v;
         if (l->have_pipeline && !map_get(&l->params, rest, rlen, &v))
             fail(l->k, l->line, "%s uses parameter \"%.*s\", which is not declared in pipeline params%s", ctx(l), rn,
-                 rest, l->suggestions++ < LINK_MAX_SUGGESTIONS ? suggest(rest, rlen, l->param_names, l->nparams, sug, sizeof sug) : "");
+                 rest, l->suggestions++ < LINK_MAX_SUGGESTIONS ? weir_did_you_mean(rest, rlen, l->param_names, l->nparams, sug, sizeof sug) : "");
     } else if (dot && nslen == 5 && !memcmp(ref, "tasks", 5) && !l->in_trigger) {
         const char *mid = memmem(rest, rlen, ".outputs.", 9);
         const char *out = mid ? mid + 9 : NULL;
@@ -362,14 +346,14 @@ static void check_ref(link_t *l, const char *ref, size_t len) {
         } else if (!map_get(&l->names, rest, tlen, &v)) {
             const char **all = names_for_suggestion(l);
             fail(l->k, l->line, "%s uses an output of unknown task \"%.*s\"%s", ctx(l), (int)tlen, rest,
-                 all ? suggest(rest, tlen, all, l->nall, sug, sizeof sug) : "");
+                 all ? weir_did_you_mean(rest, tlen, all, l->nall, sug, sizeof sug) : "");
         } else if (v < 0) {
             fail(l->k, l->line, "%s uses \"${%.*s}\", but \"%.*s\" is a foreach group: use %.*s.outputs.%.*s (a list) instead",
                  ctx(l), n, ref, (int)tlen, rest, (int)tlen, rest, (int)olen, out);
         } else {
             const ltask_t *t = &l->tasks[v];
             if (!one_of(out, olen, t->outputs, t->noutputs)) {
-                const char *hint = suggest(out, olen, t->outputs, t->noutputs, sug, sizeof sug);
+                const char *hint = weir_did_you_mean(out, olen, t->outputs, t->noutputs, sug, sizeof sug);
                 char list[512];
                 if (!*hint && t->noutputs) {
                     size_t used = (size_t)snprintf(list, sizeof list, " (its outputs: ");
@@ -390,11 +374,11 @@ static void check_ref(link_t *l, const char *ref, size_t len) {
     } else if (dot && nslen == 3 && !memcmp(ref, "run", 3) && !l->in_trigger) {
         if (!one_of(rest, rlen, run_fields, 5))
             fail(l->k, l->line, "%s uses unknown run field \"%.*s\"%s (run has date, id, pipeline, trigger, version)",
-                 ctx(l), rn, rest, suggest(rest, rlen, run_fields, 5, sug, sizeof sug));
+                 ctx(l), rn, rest, weir_did_you_mean(rest, rlen, run_fields, 5, sug, sizeof sug));
     } else if (dot && nslen == 6 && !memcmp(ref, "signal", 6) && l->in_trigger) {
         if (!one_of(rest, rlen, signal_fields, 4))
             fail(l->k, l->line, "%s uses unknown signal field \"%.*s\"%s (signal has id, kind, subject, value)", ctx(l), rn,
-                 rest, suggest(rest, rlen, signal_fields, 4, sug, sizeof sug));
+                 rest, weir_did_you_mean(rest, rlen, signal_fields, 4, sug, sizeof sug));
     } else if (dot && nslen == 6 && !memcmp(ref, "signal", 6)) {
         fail(l->k, l->line, "%s uses \"${%.*s}\", but signal fields are only available in trigger rules", ctx(l), n, ref);
     } else {
@@ -568,7 +552,7 @@ static void link_task(link_t *l, size_t i, int decls, int afters, int partials, 
             if (name && add_named(l, name, len)) {
                 const char **all = names_for_suggestion(l);
                 fail(k, t->line, "%s depends on unknown task \"%s\"%s", ctx(l), name,
-                     all ? suggest(name, len, all, l->nall, sug, sizeof sug) : "");
+                     all ? weir_did_you_mean(name, len, all, l->nall, sug, sizeof sug) : "");
             }
             lua_pop(L, 1);
         }
@@ -612,7 +596,7 @@ static void link_task(link_t *l, size_t i, int decls, int afters, int partials, 
             if (!map_get(&l->names, from, strlen(from), &v)) {
                 const char **all = names_for_suggestion(l);
                 fail(k, t->line, "%s takes metrics from unknown task \"%s\"%s", ctx(l), from,
-                     all ? suggest(from, strlen(from), all, l->nall, sug, sizeof sug) : "");
+                     all ? weir_did_you_mean(from, strlen(from), all, l->nall, sug, sizeof sug) : "");
             } else if (v < 0) {
                 fail(k, t->line, "%s: metrics must name one task, not the foreach group \"%s\"", ctx(l), from);
             } else {

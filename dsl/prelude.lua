@@ -16,7 +16,7 @@ local sfind, sfmt, ssub = host.find, string.format, string.sub
 local mtype, mhuge, tointeger = math.type, math.huge, math.tointeger
 local utf8len = utf8.len
 local host_line, host_duration, host_cron = host.line, host.duration, host.cron
-local host_distance, sorted_keys = host.distance, host.sorted_keys
+local host_suggest, sorted_keys = host.suggest, host.sorted_keys
 
 -- Tables the C side turns into JSON arrays (ARRAY), or arrays sorted bytewise (SORTED: strings,
 -- or objects by their "name"). Every other table becomes a JSON object.
@@ -46,13 +46,7 @@ end
 -- " (did you mean "x"?)" for the candidate closest to word, or "".
 local function suggest(word, candidates)
     if type(word) ~= "string" then return "" end
-    local cap = #word <= 3 and 1 or (#word <= 6 and 2 or 3)
-    local best, bestd
-    for i = 1, #candidates do
-        local d = host_distance(word, candidates[i], cap)
-        if d <= cap and d < #word and (not bestd or d < bestd) then best, bestd = candidates[i], d end
-    end
-    return best and sfmt(' (did you mean "%s"?)', best) or ""
+    return host_suggest(word, candidates)
 end
 
 local function set_of(list)

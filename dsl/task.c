@@ -112,19 +112,6 @@ static int utf8_ok(const char *str, size_t n) {
     return 1;
 }
 
-/* " (did you mean "x"?)" for the closest of the sorted candidates, or "". */
-static const char *suggest(const char *word, const char *const *cands, size_t n, char *buf, size_t len) {
-    size_t wlen = strlen(word), cap = wlen <= 3 ? 1 : wlen <= 6 ? 2 : 3, bestd = cap + 1;
-    const char *best = NULL;
-    for (size_t i = 0; i < n; i++) {
-        size_t d = weir_edit_distance(word, cands[i], cap);
-        if (d <= cap && d < wlen && d < bestd) best = cands[i], bestd = d;
-    }
-    if (!best) return "";
-    snprintf(buf, len, " (did you mean \"%s\"?)", best);
-    return buf;
-}
-
 static int is_name(const char *s, size_t n, int (*first)(int), int (*rest)(int), const char *extra) {
     if (!n || !(first((unsigned char)s[0]) || s[0] == '_')) return 0;
     for (size_t i = 1; i < n; i++)
@@ -215,7 +202,7 @@ static void check_fields(body_t *b, int idx, const char *const *allowed, size_t 
         while (i < n && strcmp(allowed[i], k)) i++;
         if (i < n) continue;
         char sug[160];
-        err(b, "%s has unknown field \"%s%s\"%s", b->ctx, prefix, k, suggest(k, allowed, n, sug, sizeof sug));
+        err(b, "%s has unknown field \"%s%s\"%s", b->ctx, prefix, k, weir_did_you_mean(k, strlen(k), allowed, n, sug, sizeof sug));
     }
     if (positional) err(b, "%s has a value without a field name (write name = value)", b->ctx);
 }
@@ -492,7 +479,7 @@ static void push_trigger_rule(body_t *b, int idx) {
         }
     }
     err(b, "%s: trigger_rule \"%s\" is not one of all_success, all_done, one_failed%s", b->ctx, v,
-        suggest(v, trigger_rules, 3, sug, sizeof sug));
+        weir_did_you_mean(v, strlen(v), trigger_rules, 3, sug, sizeof sug));
     lua_pushnil(L);
 }
 
@@ -642,7 +629,7 @@ static int l_task_body(lua_State *L) {
                 luaL_addstring(&all, steps[i].name);
             }
             luaL_pushresult(&all);
-            const char *hint = suggest(name, names, n < 64 ? n : 64, sug, sizeof sug);
+            const char *hint = weir_did_you_mean(name, strlen(name), names, n < 64 ? n : 64, sug, sizeof sug);
             err(&b, "%s has unknown step \"%s\"%s%s%s", b.ctx, name, *hint ? hint : " (known steps: ",
                 *hint ? "" : lua_tostring(L, -1), *hint ? "" : ")");
             lua_pop(L, 1);
