@@ -6,7 +6,10 @@
  * network, no clock. It is not an interpreter for running tasks: gate
  * predicates are checked for syntax here and evaluated elsewhere.
  *
- * The plan's format is documented in docs/dsl.md ("The plan"). */
+ * The plan's format is documented in docs/dsl.md ("The plan").
+ *
+ * Determinism: Lua compares strings with strcoll, so a process that compiles
+ * must leave LC_COLLATE at "C" (weir never calls setlocale). */
 #ifndef WEIR_DSL_H
 #define WEIR_DSL_H
 
