@@ -50,6 +50,7 @@ DSL_LUA  := $(wildcard dsl/*.lua)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
+.SECONDARY:
 .PHONY: all deps check check-plain check-asan unit demo bench install clean help fmt
 all: $(BUILD)/weir
 

@@ -126,7 +126,9 @@ int weir_cmd_token(int argc, char **argv) {
         if (!conn) return WEIR_EXIT_UNREACHABLE;
         PGresult *r = PQexec(conn,
                              "SELECT coalesce(json_agg(json_build_object('id', id, 'name', name, 'role', role, "
-                             "'prefix', prefix, 'created_at', created_at, 'revoked_at', revoked_at) ORDER BY id), "
+                             "'prefix', prefix, 'created_at', created_at, 'revoked_at', revoked_at, 'expires_at', expires_at, "
+                             "'state', CASE WHEN revoked_at IS NOT NULL THEN 'revoked' WHEN expires_at <= now() "
+                             "THEN 'expired' ELSE 'active' END) ORDER BY id), "
                              "'[]') FROM api_tokens");
         int rc = PQresultStatus(r) == PGRES_TUPLES_OK ? 0 : WEIR_EXIT_FAIL;
         if (rc) fprintf(stderr, "weir token list: %s", PQresultErrorMessage(r));
@@ -144,7 +146,7 @@ int weir_cmd_token(int argc, char **argv) {
                 cli_table_row(&t, id, json_string_value(json_object_get(e, "name")),
                               json_string_value(json_object_get(e, "role")),
                               json_string_value(json_object_get(e, "prefix")),
-                              json_is_null(json_object_get(e, "revoked_at")) ? "active" : "revoked");
+                              json_string_value(json_object_get(e, "state")));
             }
             cli_table_print(&t, stdout);
             cli_table_free(&t);

@@ -67,8 +67,10 @@ int weir_cmd_apply(int argc, char **argv) {
         int crc = weir_client_call(&cfg, "POST", "/v1/pipelines", body, &res);
         json_decref(body);
         if (crc) {
+            /* the files before this one were applied: still report them below */
             fprintf(stderr, "weir: %s\n", res.error);
-            return WEIR_EXIT_UNREACHABLE;
+            rc = WEIR_EXIT_UNREACHABLE;
+            break;
         }
         if (res.status == 422) {
             json_t *errors = json_object_get(json_object_get(res.json, "error"), "errors");

@@ -20,6 +20,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -101,7 +102,8 @@ static int make_dir_for_pg(const char *dir) {
 }
 
 /* Brings up the private cluster; fills conninfo. 0 or an exit code. */
-static int start_private_pg(const weir_config_t *cfg, char *pgdir, size_t pgsize, char *conninfo, size_t csize) {
+static int start_private_pg(const weir_config_t *cfg, char *pgdir, size_t pgsize, char *conninfo, size_t csize,
+                            int *started) {
     char bin[1024];
     if (find_pg_bin(bin, sizeof bin)) {
         fprintf(stderr, "weir up: PostgreSQL's server tools (initdb, pg_ctl) are not installed: "
@@ -153,6 +155,7 @@ static int start_private_pg(const weir_config_t *cfg, char *pgdir, size_t pgsize
             fprintf(stderr, "weir up: PostgreSQL did not start; see %s\n", logf);
             return WEIR_EXIT_FAIL;
         }
+        *started = 1;
     }
     snprintf(conninfo, csize, "host=%.900s port=5432 user=weir dbname=postgres", sock);
     PGconn *c = PQconnectdb(conninfo);
@@ -182,7 +185,7 @@ static int ensure_token(PGconn *conn, weir_config_t *cfg) {
         weir_sha256_hex(cfg->token, strlen(cfg->token), hash);
         const char *params[1] = {hash};
         PGresult *r = PQexecParams(conn, "SELECT 1 FROM api_tokens WHERE hash = $1 AND role = 'operator' "
-                                         "AND revoked_at IS NULL", 1, NULL, params, NULL, NULL, 0);
+                                         "AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())", 1, NULL, params, NULL, NULL, 0);
         int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
         PQclear(r);
         if (ok) return 0;
@@ -206,7 +209,11 @@ int weir_cmd_up(int argc, char **argv) {
     optind = 1;
     while ((opt = getopt_long(argc, argv, "H:p:d:h", opts, NULL)) != -1) {
         if (opt == 'H') snprintf(cfg.home, sizeof cfg.home, "%s", optarg);
-        else if (opt == 'p') port = atoi(optarg);
+        else if (opt == 'p') {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            port = *optarg && !*end && v > 0 && v <= 65535 ? (int)v : -1;
+        }
         else if (opt == 'd') snprintf(cfg.database, sizeof cfg.database, "%s", optarg);
         else if (opt == 'h') { fputs(usage, stdout); return 0; }
         else { fputs(usage, stderr); return WEIR_EXIT_USAGE; }
@@ -224,10 +231,23 @@ int weir_cmd_up(int argc, char **argv) {
         fprintf(stderr, "weir up: cannot create %s: %s\n", cfg.home, strerror(errno));
         return WEIR_EXIT_FAIL;
     }
+    /* One `weir up` per home: a second would rewrite client.json and stop the first one's PostgreSQL. */
+    char lockpath[1100];
+    snprintf(lockpath, sizeof lockpath, "%s/up.lock", cfg.home);
+    int lockfd = open(lockpath, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lockfd < 0 || flock(lockfd, LOCK_EX | LOCK_NB)) {
+        fprintf(stderr, "weir up: another `weir up` is running on %s; stop it first, or set WEIR_HOME elsewhere\n",
+                cfg.home);
+        if (lockfd >= 0) close(lockfd);
+        return WEIR_EXIT_FAIL;
+    }
     char pgdir[1024] = "";
-    int rc;
-    if (!cfg.database[0] && (rc = start_private_pg(&cfg, pgdir, sizeof pgdir, cfg.database, sizeof cfg.database)))
+    int rc, started = 0;
+    if (!cfg.database[0] &&
+        (rc = start_private_pg(&cfg, pgdir, sizeof pgdir, cfg.database, sizeof cfg.database, &started))) {
+        close(lockfd);
         return rc;
+    }
     PGconn *conn = PQconnectdb(cfg.database);
     char err[1024];
     int applied = 0;
@@ -265,7 +285,7 @@ int weir_cmd_up(int argc, char **argv) {
         o.port = port;
         rc = weir_sched_run(&o);
     }
-    if (pgdir[0]) {
+    if (started) {
         /* A second Ctrl-C must not leave PostgreSQL running behind us. */
         signal(SIGINT, SIG_IGN);
         signal(SIGTERM, SIG_IGN);
@@ -273,5 +293,6 @@ int weir_cmd_up(int argc, char **argv) {
         fflush(stdout);
         stop_private_pg(pgdir);
     }
+    close(lockfd);
     return rc;
 }

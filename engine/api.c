@@ -134,6 +134,19 @@ static const char *body_string(api_req_t *a, const char *field, int required, si
     return json_string_value(v);
 }
 
+/* Pipeline names as the schema allows them; anything else in a path is refused before SQL sees it. */
+static int valid_name(const char *s) {
+    size_t n = strlen(s);
+    return n >= 1 && n <= 63 && s[0] >= 'a' && s[0] <= 'z' && strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_-") == n;
+}
+
+/* Answers 400 unless the path's pipeline name is valid; 0 when it is. */
+static int check_name_arg(api_req_t *a) {
+    if (valid_name(a->args[0])) return 0;
+    reply_error(a, 400, "invalid pipeline name in the path: use lowercase letters, digits, \"-\" and \"_\"");
+    return -1;
+}
+
 /* ---- pipelines ------------------------------------------------------------------------------ */
 
 static void compile_work(uv_work_t *w) {
@@ -239,6 +252,13 @@ static void api_apply(api_req_t *a) {
         reply_error(a, 400, "field \"source\" contains a NUL byte");
         return;
     }
+    for (const char *p = filename; p && *p; p++) {
+        /* it is echoed in error lines and shown by the CLI: no forged lines, no terminal escapes */
+        if ((unsigned char)*p < 0x20 || *p == 0x7f) {
+            reply_error(a, 400, "field \"filename\" contains control characters");
+            return;
+        }
+    }
     snprintf(a->filename, sizeof a->filename, "%s", filename && *filename ? filename : "pipeline.lua");
     if (!(a->source = strdup(source))) { reply_error(a, 500, "out of memory"); return; }
     a->work.data = a;
@@ -281,6 +301,7 @@ static void api_list_pipelines(api_req_t *a) {
 }
 
 static void api_show_pipeline(api_req_t *a) {
+    if (check_name_arg(a)) return;
     read_query(a,
                "SELECT " PIPELINE_SUMMARY " || jsonb_build_object('versions', (SELECT coalesce(jsonb_agg("
                "  jsonb_build_object('id', x.id, 'seq', x.seq, 'tasks', x.task_count, 'source_name', x.source_name, "
@@ -293,6 +314,7 @@ static void api_show_pipeline(api_req_t *a) {
 
 /* A version by "current", its number, or a prefix of its id of at least 8 hex digits. */
 static void api_show_version(api_req_t *a) {
+    if (check_name_arg(a)) return;
     const char *ref = a->args[1];
     size_t n = strlen(ref);
     int digits = n > 0 && n <= 9 && strspn(ref, "0123456789") == n;

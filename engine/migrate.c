@@ -54,6 +54,7 @@ int weir_migrations_load_dir(const char *dir, weir_migration_t **out, size_t *n,
         m[count].sql = sql;
         m[count].len = len;
         count++;
+        if (!m[count - 1].name) { rc = WEIR_ENOMEM; break; }
     }
     closedir(d);
     if (rc) { weir_migrations_free(m, count); return rc; }
@@ -91,7 +92,8 @@ static int line_of(const char *sql, long pos) {
  * to the index of the first file not applied (n when all are). */
 static int compare_applied(PGconn *conn, const weir_migration_t *m, size_t n, size_t *first_missing, char *err,
                            size_t errsize) {
-    PGresult *r = PQexec(conn, "SELECT name, checksum FROM weir_migrations ORDER BY name");
+    PGresult *r = PQexec(conn, /* bytewise, as the files are sorted, whatever the database's collation */
+                             "SELECT name, checksum FROM weir_migrations ORDER BY name COLLATE \"C\"");
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         snprintf(err, errsize, "reading weir_migrations: %s", PQresultErrorMessage(r));
         PQclear(r);

@@ -61,8 +61,7 @@ int weir_sched_run(const weir_sched_opts_t *o) {
     rc = weir_http_server_new(s.loop, o->host ? o->host : "127.0.0.1", o->port, &o->http, weir_api_handle, &s,
                               &s.http, msg, sizeof msg);
     if (rc) {
-        fprintf(stderr, "weir scheduler: cannot listen on %s:%d: %s\n", o->host ? o->host : "127.0.0.1", o->port,
-                msg);
+        fprintf(stderr, "weir scheduler: %s\n", msg);
         weir_db_free(s.db, on_closed, NULL);
         uv_run(s.loop, UV_RUN_DEFAULT);
         return 1;

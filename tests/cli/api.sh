@@ -43,12 +43,19 @@ check_eq body_cap_413 "$(status POST /v1/pipelines -H "$AUTH" --data-binary @"$T
 check_eq header_cap_431 "$(status GET /v1/pipelines -H "$AUTH" -H "X-Big: $(head -c 5000 /dev/zero | tr '\0' 'b')")" 431
 check_eq compile_error_422 "$(status POST /v1/pipelines -H "$AUTH" -d '{"source": "pipeline \"x\" { params = 3 }", "filename": "bad.lua"}')" 422
 check_contains compile_error_names_file "$(cat "$BODY")" "bad.lua:1:"
-check_eq infinite_loop_422 "$(status POST /v1/pipelines -H "$AUTH" -d '{"source": "while true do end", "filename": "loop.lua"}')" 422
+check_eq infinite_loop_422 "$(status POST /v1/pipelines -H "$AUTH" -d '{"source": "pipeline \"p\" {} task \"a\" { step = \"noop\" } while true do end", "filename": "loop.lua"}')" 422
 check_contains infinite_loop_message "$(cat "$BODY")" "instruction"
-check_eq coroutine_loop_422 "$(status POST /v1/pipelines -H "$AUTH" -d '{"source": "coroutine.wrap(function() while true do end end)()", "filename": "co.lua"}')" 422
-check_eq memory_bomb_422 "$(status POST /v1/pipelines -H "$AUTH" -d '{"source": "local t = {} for i = 1, 1e9 do t[i] = string.rep(\"x\", 1000) .. i end", "filename": "bomb.lua"}')" 422
+check_eq coroutine_loop_422 "$(status POST /v1/pipelines -H "$AUTH" -d '{"source": "pipeline \"p\" {} task \"a\" { step = \"noop\" } coroutine.wrap(function() while true do end end)()", "filename": "co.lua"}')" 422
+check_contains coroutine_loop_message "$(cat "$BODY")" "instruction budget"
+check_eq memory_bomb_422 "$(status POST /v1/pipelines -H "$AUTH" -d '{"source": "pipeline \"p\" {} task \"a\" { step = \"noop\" } local t = {} for i = 1, 1e9 do t[i] = string.rep(\"x\", 1000) .. i end", "filename": "bomb.lua"}')" 422
 check_contains memory_bomb_message "$(cat "$BODY")" "memory"
-check_eq escape_io_422 "$(status POST /v1/pipelines -H "$AUTH" -d '{"source": "io.open(\"/etc/passwd\")", "filename": "esc.lua"}')" 422
+check_eq escape_io_422 "$(status POST /v1/pipelines -H "$AUTH" -d '{"source": "pipeline \"p\" {} task \"a\" { step = \"noop\" } io.open(\"/etc/passwd\")", "filename": "esc.lua"}')" 422
+check_contains escape_io_message "$(cat "$BODY")" 'esc.lua:1: '
+check_contains escape_io_names_io "$(cat "$BODY")" 'io is not available'
+check_eq filename_control_chars_400 "$(status POST /v1/pipelines -H "$AUTH" -d '{"source": "x", "filename": "a\nb: forged"}')" 400
+check_contains filename_control_chars_named "$(cat "$BODY")" 'field \"filename\"'
+check_eq bad_name_in_path_400 "$(status GET "/v1/pipelines/$(printf '\377\376')" -H "$AUTH")" 400
+check_eq bad_name_in_version_path_400 "$(status GET "/v1/pipelines/A%20B/versions/1" -H "$AUTH")" 400
 check_eq alive_after_sandbox "$(status GET /healthz)" 200
 
 # a slow client that never finishes its request gets 408 within the timeout

@@ -22,6 +22,11 @@ check up_cluster_under_home [ -f "$HOME_DIR/pg/data/PG_VERSION" ]
 check_eq up_client_file_private "$(stat -c %a "$HOME_DIR/client.json")" 600
 TOKEN1=$(sed -n 's/.*"token": "\(.*\)".*/\1/p' "$HOME_DIR/client.json")
 check up_wrote_token sh -c "echo '$TOKEN1' | grep -Eq '^weir_[0-9a-f]{40}$'"
+# a second `weir up` on the same home is refused and leaves the first one serving
+"$WEIR" up --port $((PORT + 1)) >"$HOME_DIR/up2.log" 2>&1
+check_eq up_second_refused "$?" 1
+check_contains up_second_says_why "$(cat "$HOME_DIR/up2.log")" "another \`weir up\` is running"
+check_eq up_first_still_serves "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")" 200
 printf 'pipeline "hello" {}\ntask "a" { step = "noop" }\n' >"$HOME_DIR/hello.lua"
 OUT=$("$WEIR" apply "$HOME_DIR/hello.lua" 2>&1)
 check_contains up_cli_needs_no_flags "$OUT" "hello: version 1"
