@@ -24,6 +24,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <lualib.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,9 @@ extern const size_t weir_lua_prelude_len;
 #define DSL_INSTR_DEFAULT 200000000ULL
 #define DSL_HOOK_PERIOD 1000       /* instructions between two looks at the budget and the clock */
 #define DSL_DEADLINE_MS 10000      /* backstop for scripts that do much work per instruction */
+#define DSL_ELEM_COST 4            /* one element read or written by the table library */
+#define DSL_META_COST 16           /* a call of a C function from C: a metamethod, a comparator */
+#define DSL_COMPARE_COST 4         /* one comparison of table.sort's default order */
 #define DSL_SWITCH_COST 32         /* a coroutine resume and yield cost about this many instructions */
 #define DSL_PATTERN_MAX 3e8        /* worst-case steps of one string.find/match/gmatch/gsub */
 #define DSL_PLAN_MAX ((size_t)256 << 20)
@@ -271,15 +275,18 @@ static void dsl_hook(lua_State *L, lua_Debug *ar) {
     if (st->fatal) raise_fatal(L, st);
 }
 
-/* Counts work done by C on the script's behalf against the instruction budget. */
+/* Counts work done by C on the script's behalf against the instruction budget. C may spend long
+ * per unit of work, so the clock is read here too, once per hook period of charged work. */
 static void charge(lua_State *L, double work) {
     dsl_state_t *st = state_of(L);
     if (!st->limited) return;
     if (!st->fatal) {
+        uint64_t before = st->instr;
         if (work > (double)(st->instr_max - (st->instr < st->instr_max ? st->instr : st->instr_max)))
             st->fatal = FATAL_INSTR;
-        else
-            st->instr += (uint64_t)work;
+        else if ((st->instr += (uint64_t)work) / DSL_HOOK_PERIOD != before / DSL_HOOK_PERIOD &&
+                 weir_now_ms() > st->deadline_ms)
+            st->fatal = FATAL_TIME;
     }
     if (st->fatal) raise_fatal(L, st);
 }
@@ -307,10 +314,83 @@ static int safe_rep(lua_State *L) {
     return call_original(L);
 }
 
+/* What one element access of the value at idx costs, in instructions: a value with a metatable
+ * may call a C metamethod (__index = rawlen) for each, which no hook sees. */
+static double elem_cost(lua_State *L, int idx) {
+    if (!lua_getmetatable(L, idx)) return DSL_ELEM_COST;
+    lua_pop(L, 1);
+    return DSL_META_COST;
+}
+
+static int fixed_len_of(lua_State *L) {
+    lua_pushvalue(L, lua_upvalueindex(1));
+    return 1;
+}
+
+/* #t (arg 1) as the original will see it. A script's __len would be called again by the original
+ * and could then answer differently from what was charged: arg 1 is then replaced by a proxy
+ * with that length fixed, whose reads and writes go to t (with t's own metamethods). */
+static lua_Integer fixed_len(lua_State *L) {
+    if (lua_type(L, 1) != LUA_TTABLE || luaL_getmetafield(L, 1, "__len") == LUA_TNIL) return luaL_len(L, 1);
+    lua_pop(L, 1);
+    lua_Integer n = luaL_len(L, 1);
+    lua_createtable(L, 0, 0);
+    lua_createtable(L, 0, 3);
+    lua_pushvalue(L, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushvalue(L, 1);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushinteger(L, n);
+    lua_pushcclosure(L, fixed_len_of, 1);
+    lua_setfield(L, -2, "__len");
+    lua_setmetatable(L, -2);
+    lua_replace(L, 1);
+    return n;
+}
+
 /* table.move(t, 1, 1e15, 2) loops over the whole range: charge it. */
 static int safe_move(lua_State *L) {
     lua_Integer f = lua_tointeger(L, 2), e = lua_tointeger(L, 3);
-    if (e > f) charge(L, ((double)e - (double)f) / 8);
+    double cost = elem_cost(L, 1);
+    if (!lua_isnoneornil(L, 5) && elem_cost(L, 5) > cost) cost = elem_cost(L, 5);
+    if (e >= f) charge(L, ((double)e - (double)f + 1) * cost);
+    return call_original(L);
+}
+
+/* table.insert(t, pos, v) shifts t[pos..#t] up: charge the shift. */
+static int safe_insert(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (lua_gettop(L) != 3) return call_original(L);  /* appends, or the original's usage error */
+    double cost = elem_cost(L, 1);
+    lua_Integer e = fixed_len(L), pos = lua_tointeger(L, 2);
+    if (lua_isinteger(L, 2) && (lua_Unsigned)pos - 1u < (lua_Unsigned)e + 1u)
+        charge(L, ((double)e + 1 - (double)pos) * cost);
+    return call_original(L);
+}
+
+/* table.remove(t, pos) shifts t[pos+1..#t] down: charge the shift. */
+static int safe_remove(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    double cost = elem_cost(L, 1);
+    lua_Integer size = fixed_len(L), pos = luaL_optinteger(L, 2, size);
+    if ((lua_Unsigned)pos - 1u <= (lua_Unsigned)size && pos < size) charge(L, ((double)size - (double)pos) * cost);
+    return call_original(L);
+}
+
+/* table.concat(t, sep, i, j) reads t[i..j]: charge them. */
+static int safe_concat(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    double cost = elem_cost(L, 1);
+    lua_Integer i = luaL_optinteger(L, 3, 1), j = lua_isnoneornil(L, 4) ? fixed_len(L) : luaL_checkinteger(L, 4);
+    if (i <= j) charge(L, ((double)j - (double)i + 1) * cost);
+    return call_original(L);
+}
+
+/* table.unpack(t, i, j) reads t[i..j], at most a stack's worth (more is refused): charge them. */
+static int safe_unpack(lua_State *L) {
+    double cost = elem_cost(L, 1);
+    lua_Integer i = luaL_optinteger(L, 2, 1), j = lua_isnoneornil(L, 3) ? fixed_len(L) : luaL_checkinteger(L, 3);
+    if (i <= j) charge(L, fmin((double)j - (double)i + 1, 1e6) * cost);
     return call_original(L);
 }
 
@@ -407,8 +487,13 @@ static size_t skip_set(const char *p, size_t n, size_t i) {  /* p[i] == '[' */
     return i + 1;
 }
 
-/* Lua patterns backtrack: each quantifier followed by more pattern multiplies the worst case by
- * the subject's length, and no instruction runs meanwhile. Refuse what could run for long. */
+/* Lua patterns backtrack, and no instruction runs meanwhile. The worst case: at each start
+ * position (one unless anchored), each element of the pattern, times the subject's length for
+ * each quantifier followed by more pattern (it can fail and make this one backtrack), for each
+ * %b (it scans to the balancing character) and for each back-reference (it compares a whole
+ * capture), times two for each "?" followed by more pattern. Refuse what could run for long,
+ * and charge the rest, so that calling it in a loop counts too. %f looks at two characters: it
+ * is one element. */
 static int safe_pattern(lua_State *L) {
     size_t n, plen;
     const char *s = lua_tolstring(L, 1, &n);
@@ -419,28 +504,29 @@ static int safe_pattern(lua_State *L) {
         charge(L, (double)n / 16);
         return call_original(L);
     }
-    int anchored = kind != 2 && plen && p[0] == '^', q = 0;
+    int anchored = kind != 2 && plen && p[0] == '^', q = 0, opt = 0;
     for (size_t i = anchored; i < plen;) {
         char c = p[i];
         if (c == '(' || c == ')') { i++; continue; }
-        if (c == '%' && i + 1 < plen && p[i + 1] == 'b') { i += 4; continue; }
+        if (c == '%' && i + 1 < plen && p[i + 1] == 'b') { i += 4; q++; continue; }
+        if (c == '%' && i + 1 < plen && p[i + 1] >= '1' && p[i + 1] <= '9') { i += 2; q++; continue; }
         if (c == '%' && i + 1 < plen && p[i + 1] == 'f') { i = i + 2 < plen ? skip_set(p, plen, i + 2) : plen; continue; }
         if (c == '%') i += 2;
         else if (c == '[') i = skip_set(p, plen, i);
         else i++;
-        if (i < plen && (p[i] == '*' || p[i] == '+' || p[i] == '-')) {
+        if (i < plen && (p[i] == '*' || p[i] == '+' || p[i] == '-' || p[i] == '?')) {
+            int maybe = p[i] == '?';
             size_t j = ++i;
             while (j < plen && p[j] == ')') j++;
-            if (j < plen) q++;  /* more pattern follows: it can fail and make this one backtrack */
-        } else if (i < plen && p[i] == '?') {
-            i++;
+            if (j < plen && maybe) opt++;
+            else if (j < plen) q++;
         }
     }
-    double cost = pow((double)n + 1, q + !anchored);
-    if (q && cost > DSL_PATTERN_MAX)
+    double cost = ((double)plen + 1) * pow((double)n + 1, q + !anchored) * pow(2, opt);
+    if (cost > DSL_PATTERN_MAX)
         return luaL_error(L, "pattern is too expensive for a string of %d bytes in a pipeline (it could backtrack "
                              "for a very long time); split the string or simplify the pattern", (int)n);
-    charge(L, (double)n / 16);
+    charge(L, fmax((double)n / 16, cost / 4));
     return call_original(L);
 }
 
@@ -455,9 +541,11 @@ static int safe_randomseed(lua_State *L) {
     return call_original(L);
 }
 
-/* table.sort's default order compares strings with strcoll: compare them bytewise instead. */
+/* table.sort's default order compares strings with strcoll: compare them bytewise instead.
+ * Upvalue 1 is what one comparison costs (see safe_sort). */
 static int bytewise_less(lua_State *L) {
     size_t la, lb;
+    charge(L, lua_tonumber(L, lua_upvalueindex(1)));
     if (lua_type(L, 1) == LUA_TSTRING && lua_type(L, 2) == LUA_TSTRING) {
         const char *a = lua_tolstring(L, 1, &la), *b = lua_tolstring(L, 2, &lb);
         int c = memcmp(a, b, la < lb ? la : lb);
@@ -468,10 +556,32 @@ static int bytewise_less(lua_State *L) {
     return 1;
 }
 
+/* A C function as comparator (rawequal): upvalue 1, charged upvalue 2 per call. */
+static int charged_compare(lua_State *L) {
+    charge(L, lua_tonumber(L, lua_upvalueindex(2)));
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+/* Sorting runs in C: a Lua comparator is seen by the hook, but the default one, a C function
+ * given as comparator, and element accesses through C metamethods are not. Charge the elements
+ * up front and each comparison as it is made. */
 static int safe_sort(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    double cost = elem_cost(L, 1);
+    lua_Integer n = fixed_len(L);
+    if (n > 1 && n < INT_MAX) charge(L, (double)n * cost);
     if (lua_isnoneornil(L, 2)) {
         lua_settop(L, 1);
-        lua_pushcfunction(L, bytewise_less);
+        lua_pushnumber(L, cost + DSL_COMPARE_COST);
+        lua_pushcclosure(L, bytewise_less, 1);
+    } else if (lua_iscfunction(L, 2)) {
+        lua_pushvalue(L, 2);
+        lua_pushnumber(L, cost + DSL_META_COST);
+        lua_pushcclosure(L, charged_compare, 2);
+        lua_replace(L, 2);
     }
     return call_original(L);
 }
@@ -513,6 +623,10 @@ static void open_safe_libs(lua_State *L) {
     wrap(L, LUA_STRLIBNAME, "gsub", safe_pattern, 3);
     wrap(L, LUA_TABLIBNAME, "move", safe_move, 0);
     wrap(L, LUA_TABLIBNAME, "sort", safe_sort, 0);
+    wrap(L, LUA_TABLIBNAME, "insert", safe_insert, 0);
+    wrap(L, LUA_TABLIBNAME, "remove", safe_remove, 0);
+    wrap(L, LUA_TABLIBNAME, "concat", safe_concat, 0);
+    wrap(L, LUA_TABLIBNAME, "unpack", safe_unpack, 0);
     wrap(L, LUA_COLIBNAME, "create", safe_cocreate, 0);
     wrap(L, LUA_COLIBNAME, "wrap", safe_cowrap, 0);
     wrap(L, LUA_COLIBNAME, "close", safe_coclose, 0);
@@ -535,16 +649,24 @@ static int host_line(lua_State *L) {
 
 static int host_duration(lua_State *L) {
     int64_t ms;
-    if (weir_parse_duration(luaL_checkstring(L, 1), &ms)) return 0;
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    if (strlen(s) != len || weir_parse_duration(s, &ms)) return 0;  /* "30m\0..." is no duration */
     lua_pushinteger(L, (lua_Integer)ms);
     return 1;
 }
 
 /* cron(expr) -> the expression with its whitespace normalized, or nil and the reason. */
 static int host_cron(lua_State *L) {
-    const char *expr = luaL_checkstring(L, 1);
+    size_t len;
+    const char *expr = luaL_checklstring(L, 1, &len);
     weir_cron_t c;
     char err[160];
+    if (strlen(expr) != len) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "it contains a NUL byte");
+        return 2;
+    }
     if (weir_cron_parse(expr, &c, err, sizeof err)) {
         lua_pushnil(L);
         lua_pushstring(L, err);

@@ -128,6 +128,14 @@ static int sort_array(dsl_link_t *k, json_t *a) {
     return rc;
 }
 
+/* Conversion runs after the script's limits are lifted, and a script can make a plan table
+ * reach one table many times (x = { a = x, b = x }, 22 times over, is 4 million paths): it
+ * would be copied once per path. The prelude copies what it checks, so a plan built by the
+ * rules stays far below these; they bound the time and memory of conversion regardless. A
+ * plan of 10,000 tasks has a few hundred thousand values. */
+#define LINK_MAX_NODES ((size_t)4 << 20)
+#define LINK_MAX_BYTES ((size_t)128 << 20)
+
 static int conv_into(dsl_link_t *k, lua_State *L, int idx, json_t *parent, const char *key, int depth);
 
 static void conv_fail(dsl_link_t *k, const char *what) {
@@ -154,6 +162,7 @@ static int conv_table(dsl_link_t *k, lua_State *L, int idx, json_t *dst, int dep
         if (lua_type(L, -2) != LUA_TSTRING) { conv_fail(k, "a key that is not a string"); lua_pop(L, 2); return -1; }
         const char *key = lua_tolstring(L, -2, &klen);
         if (strlen(key) != klen) { conv_fail(k, "a key with a NUL byte"); lua_pop(L, 2); return -1; }
+        k->bytes += klen;
         int rc = conv_into(k, L, lua_gettop(L), dst, key, depth);
         lua_pop(L, 1);
         if (rc) { lua_pop(L, 1); return rc; }
@@ -165,10 +174,24 @@ static int conv_table(dsl_link_t *k, lua_State *L, int idx, json_t *dst, int dep
 static int conv_into(dsl_link_t *k, lua_State *L, int idx, json_t *parent, const char *key, int depth) {
     json_t *v = NULL;
     int sorted = 0;
+    if (++k->nodes > LINK_MAX_NODES || k->bytes > LINK_MAX_BYTES) {
+        if (!k->too_big)
+            fail(k, 0, "the plan is too large (more than %zu values or %zu MiB of text): does a table reach itself "
+                       "many times over?", LINK_MAX_NODES, LINK_MAX_BYTES >> 20);
+        k->too_big = 1;
+        return -1;
+    }
     switch (lua_type(L, idx)) {
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
+        k->bytes += len;
+        /* the prelude refuses these with the field's name; this is the backstop for all others */
+        if (memchr(s, '\0', len)) {
+            fail(k, 0, "the plan has a string with a NUL byte%s%s%s", key ? " (field \"" : "", key ? key : "",
+                 key ? "\")" : "");
+            return -1;
+        }
         if (!(v = json_stringn(s, len))) { conv_fail(k, "a string that is not UTF-8"); return -1; }
         break;
     }

@@ -19,6 +19,8 @@ typedef struct {
     void **blocks;            /* C memory of the link, released by dsl_link_release */
     size_t nblocks, capblocks;
     json_t *scratch;          /* JSON built on the way; released with the link */
+    size_t nodes, bytes;      /* JSON values and string bytes made so far: see LINK_MAX_NODES */
+    int too_big;              /* they went past the caps (reported once) */
 } dsl_link_t;
 
 /* Links the declarations at stack index raw (what the prelude's finish() returns) into

@@ -26,7 +26,12 @@ local EMPTY = {}                               -- shared; nothing writes to plan
 local NO_OUTPUTS = setmetatable({}, SORTED)
 
 -- Private keys: the script cannot name them, so it cannot forge a task handle or a parameter.
-local HANDLE, PARAM, TRIGGER, OUTOF = {}, {}, {}, {}
+local HANDLE, PARAM, OUTOF = {}, {}, {}
+-- What param.* and on_signal checked, by the handle the script got: the script cannot reach
+-- these tables, so it cannot change a declaration after it was checked (a handle's own fields
+-- are ignored; rawset on it changes nothing here). Weak keys: a dropped handle costs nothing.
+local PARAMS = setmetatable({}, { __mode = "k" })
+local TRIGGERS = setmetatable({}, { __mode = "k" })
 
 local E = {}  -- { { line, message }, ... }; dsl.c sorts them by line
 local function err(line, fmt, ...) E[#E + 1] = { line, sfmt(fmt, ...) } end
@@ -90,9 +95,17 @@ end
 ---------------------------------------------------------------------------------------------
 -- Typed fields. Each returns the value in plan form, or nil after recording an error.
 
+-- Text for the plan: UTF-8, and no NUL byte (C compares names with strcmp, and PostgreSQL's
+-- jsonb refuses \u0000). `what` is the field, for the message.
+local function text_ok(line, ctx, what, v)
+    if not utf8len(v) then err(line, "%s: %s is not valid UTF-8", ctx, what) return false end
+    if sfind(v, "\0", 1, true) then err(line, "%s: %s contains a NUL byte", ctx, what) return false end
+    return true
+end
+
 local function want_string(line, ctx, field, v)
     if type(v) ~= "string" then err(line, "%s: %s must be a string, not %s", ctx, field, describe(v)) return nil end
-    if not utf8len(v) then err(line, "%s: %s is not valid UTF-8", ctx, field) return nil end
+    if not text_ok(line, ctx, field, v) then return nil end
     return v
 end
 
@@ -148,8 +161,7 @@ end
 local function want_value(line, ctx, base, key, v, depth)
     local t = type(v)
     if t == "string" then
-        if utf8len(v) then return v end
-        err(line, "%s: %s is not valid UTF-8", ctx, path_of(base, key))
+        if text_ok(line, ctx, path_of(base, key), v) then return v end
         return nil
     elseif t == "boolean" then return v
     elseif t == "number" then
@@ -167,7 +179,7 @@ local function want_value(line, ctx, base, key, v, depth)
         elseif kind == "group" then
             err(line, "%s: %s is a foreach group; pass its outputs instead (%s.outputs.NAME, a list)", ctx, path, v.name)
             return nil
-        elseif rawget(v, PARAM) then
+        elseif PARAMS[v] then
             err(line, "%s: %s is a parameter declaration; declare it in pipeline params and use params.NAME here", ctx, path)
             return nil
         end
@@ -194,6 +206,10 @@ local function want_value(line, ctx, base, key, v, depth)
             end
             if not utf8len(k) then
                 err(line, "%s: %s has a key that is not valid UTF-8", ctx, path)
+                return nil
+            end
+            if sfind(k, "\0", 1, true) then
+                err(line, "%s: %s has a key that contains a NUL byte", ctx, path)
                 return nil
             end
             x = want_value(line, ctx, path, k, x, depth + 1)
@@ -442,18 +458,30 @@ end
 ---------------------------------------------------------------------------------------------
 -- Parameters, references and the pipeline.
 
+-- The default of a parameter of type ptype, checked; nil after recording why not.
+local function want_default(line, ctx, ptype, default)
+    if ptype == "number" then return want_number(line, ctx, "the default", default)
+    elseif ptype == "int" then return want_int(line, ctx, "the default", default)
+    elseif ptype == "bool" then return want_bool(line, ctx, "the default", default)
+    end
+    return want_string(line, ctx, "the default", default)
+end
+
+local PARAM_TYPES = { number = true, int = true, string = true, bool = true }
+
 local function param_ctor(ptype)
     return function(default, description)
         local line = host_line()
-        local p = { [PARAM] = true, type = ptype, line = line, description = "" }
+        local p = { type = ptype, line = line, description = "" }
         local ctx = "param." .. ptype .. "()"
         if description ~= nil then p.description = want_string(line, ctx, "the description", description) or "" end
-        if default == nil then return p end
-        if ptype == "number" then p.default = want_number(line, ctx, "the default", default)
-        elseif ptype == "int" then p.default = want_int(line, ctx, "the default", default)
-        elseif ptype == "bool" then p.default = want_bool(line, ctx, "the default", default)
-        else p.default = want_string(line, ctx, "the default", default) end
-        return p
+        if default ~= nil then p.default = want_default(line, ctx, ptype, default) end
+        -- reads see the checked fields (all scalars); writes are refused
+        local h = setmetatable({ [PARAM] = true }, { __metatable = false, __index = p, __newindex = function()
+            error("a parameter declaration is read-only: declare a new one with param." .. ptype .. "(...)", 2)
+        end })
+        PARAMS[h] = p
+        return h
     end
 end
 
@@ -479,18 +507,25 @@ end
 local TRIGGER_FIELDS = { "cooldown", "dedup_key", "max_active_runs", "params", "subject", "threshold" }
 local TRIGGER_SET = set_of(TRIGGER_FIELDS)
 
+local TRIGGER_MT = { __metatable = false, __newindex = function()
+    error("an on_signal rule is read-only: declare a new one with on_signal \"kind\" { ... }", 2)
+end }
+
 local function on_signal(kind)
     local line = host_line()
     return function(spec)
         local ctx = 'trigger on_signal "' .. tostring(kind) .. '"'
-        local tr = { [TRIGGER] = line, subject = "*", threshold = 0.0, cooldown_ms = 0,
+        local tr = { line = line, subject = "*", threshold = 0.0, cooldown_ms = 0,
                      dedup_key = "${signal.kind}:${signal.subject}", max_active_runs = 1, params = {} }
         if type(kind) ~= "string" or not sfind(kind, "^[a-z][a-z0-9_.-]*$") then
             err(line, "on_signal needs a signal kind like \"drift\" (lowercase letters, digits, \".\", \"-\", \"_\"), not %s",
                 describe(kind))
         end
         tr.signal = type(kind) == "string" and kind or "?"
-        if type(spec) ~= "table" then err(line, "%s needs a body { ... }", ctx) return tr end
+        -- the handle the script gets; the rule itself stays in TRIGGERS, out of its reach
+        local h = setmetatable({}, TRIGGER_MT)
+        TRIGGERS[h] = tr
+        if type(spec) ~= "table" then err(line, "%s needs a body { ... }", ctx) return h end
         check_fields(line, ctx, spec, TRIGGER_FIELDS, TRIGGER_SET)
         if spec.subject ~= nil then tr.subject = want_string(line, ctx, "subject", spec.subject) or "*" end
         if spec.threshold ~= nil then tr.threshold = want_number(line, ctx, "threshold", spec.threshold) or 0.0 end
@@ -500,7 +535,7 @@ local function on_signal(kind)
             tr.max_active_runs = want_int(line, ctx, "max_active_runs", spec.max_active_runs, 1, 1000) or 1
         end
         if spec.params ~= nil then tr.params = want_map(line, ctx, "params", spec.params, IDENT_RE, "parameter names") or {} end
-        return tr
+        return h
     end
 end
 
@@ -518,9 +553,21 @@ local function want_params(line, ctx, v)
             err(line, "%s: parameter names must be lowercase identifiers, not %s", ctx, describe(k))
         else
             local tp = type(p)
-            if tp == "table" and rawget(p, PARAM) then  -- param.number(0.1)
+            if tp == "table" and PARAMS[p] then  -- param.number(0.1): what was checked, checked again
+                local d = PARAMS[p]
+                local pctx = ctx .. " params." .. k
+                if not PARAM_TYPES[d.type] then err(line, "%s has an invalid type", pctx) p = nil
+                else
+                    p = { type = d.type, description = type(d.description) == "string"
+                          and want_string(line, pctx, "the description", d.description) or "" }
+                    if d.default ~= nil then
+                        p.default = want_default(line, pctx, d.type, d.default)
+                        if p.default == nil then p = nil end
+                    end
+                end
             elseif tp == "number" then p = { type = mtype(p) == "integer" and "int" or "number", default = p }
-            elseif tp == "string" then p = { type = "string", default = p }
+            elseif tp == "string" then p = { type = "string", default = want_string(line, ctx, "params." .. k, p) }
+                if p.default == nil then p = nil end
             elseif tp == "boolean" then p = { type = "bool", default = p }
             else
                 err(line, "%s: params.%s must be param.number(...), param.int(...), param.string(...), param.bool(...) or a plain default value, not %s",
@@ -586,10 +633,10 @@ local function pipeline(name)
         end
         if spec.triggers ~= nil and want_table(line, ctx, "triggers", spec.triggers) then
             local trs = spec.triggers
-            if rawget(trs, TRIGGER) then trs = { trs } end
+            if TRIGGERS[trs] then trs = { trs } end
             for i = 1, rawlen(trs) do
                 local tr = rawget(trs, i)
-                if type(tr) == "table" and rawget(tr, TRIGGER) then pipe.triggers[#pipe.triggers + 1] = tr
+                if TRIGGERS[tr] then pipe.triggers[#pipe.triggers + 1] = TRIGGERS[tr]
                 else err(line, '%s: triggers[%d] must be an on_signal "kind" { ... } rule, not %s', ctx, i, describe(tr)) end
             end
         end
@@ -635,14 +682,14 @@ local function finish()
             for k = 1, #pipe.triggers do
                 local tr = pipe.triggers[k]
                 if tr.params[name] == nil then
-                    err(tr[TRIGGER], 'trigger on_signal "%s" must set parameter "%s", which has no default', tr.signal, name)
+                    err(tr.line, 'trigger on_signal "%s" must set parameter "%s", which has no default', tr.signal, name)
                 end
             end
         end
         local triggers = {}
         for k = 1, #pipe.triggers do
             local tr = pipe.triggers[k]
-            local line, ctx = tr[TRIGGER], 'trigger on_signal "' .. tr.signal .. '"'
+            local line, ctx = tr.line, 'trigger on_signal "' .. tr.signal .. '"'
             for name, v in next, tr.params do
                 local decl = pipe.params[name]
                 if not decl then

@@ -112,6 +112,14 @@ static int utf8_ok(const char *str, size_t n) {
     return 1;
 }
 
+/* What is wrong with a string for the plan ("is not valid UTF-8"), or NULL. A NUL byte would end
+ * the string for the C that compares names (strcmp) and is refused by PostgreSQL's jsonb. */
+static const char *text_problem(const char *s, size_t n) {
+    if (!utf8_ok(s, n)) return "is not valid UTF-8";
+    if (memchr(s, '\0', n)) return "contains a NUL byte";
+    return NULL;
+}
+
 static int is_name(const char *s, size_t n, int (*first)(int), int (*rest)(int), const char *extra) {
     if (!n || !(first((unsigned char)s[0]) || s[0] == '_')) return 0;
     for (size_t i = 1; i < n; i++)
@@ -131,9 +139,9 @@ static int want_string(body_t *b, const char *field, int idx) {
         return 0;
     }
     size_t n;
-    const char *s = lua_tolstring(b->L, idx, &n);
-    if (!utf8_ok(s, n)) {
-        err(b, "%s: %s is not valid UTF-8", b->ctx, field);
+    const char *s = lua_tolstring(b->L, idx, &n), *why = text_problem(s, n);
+    if (why) {
+        err(b, "%s: %s %s", b->ctx, field, why);
         return 0;
     }
     return 1;
@@ -171,8 +179,9 @@ static int want_duration(body_t *b, const char *field, int idx, int64_t *ms) {
         err(b, "%s: %s must be a duration string like \"30m\", not %s", b->ctx, field, describe(b->L, idx, d, sizeof d));
         return 0;
     }
-    const char *s = lua_tostring(b->L, idx);
-    if (weir_parse_duration(s, ms)) {
+    size_t n;
+    const char *s = lua_tolstring(b->L, idx, &n);
+    if (strlen(s) != n || weir_parse_duration(s, ms)) {  /* "30m\0..." is no duration */
         err(b, "%s: %s \"%s\" is not a duration (write e.g. \"90s\", \"30m\" or \"1h30m\")", b->ctx, field, s);
         return 0;
     }
@@ -223,9 +232,9 @@ static int want_value(body_t *b, const char *path, int idx, int depth) {
     switch (lua_type(L, idx)) {
     case LUA_TSTRING: {
         size_t n;
-        const char *s = lua_tolstring(L, idx, &n);
-        if (!utf8_ok(s, n)) {
-            err(b, "%s: %s is not valid UTF-8", b->ctx, path);
+        const char *s = lua_tolstring(L, idx, &n), *why = text_problem(s, n);
+        if (why) {
+            err(b, "%s: %s %s", b->ctx, path, why);
             return 0;
         }
         lua_pushvalue(L, idx);
@@ -303,9 +312,9 @@ static int want_value(body_t *b, const char *path, int idx, int depth) {
             lua_settop(L, out - 1);
             return 0;
         }
-        const char *k = lua_tolstring(L, -2, &klen);
-        if (!utf8_ok(k, klen)) {
-            err(b, "%s: %s has a key that is not valid UTF-8", b->ctx, path);
+        const char *k = lua_tolstring(L, -2, &klen), *why = text_problem(k, klen);
+        if (why) {
+            err(b, "%s: %s has a key that %s", b->ctx, path, why);
             lua_settop(L, out - 1);
             return 0;
         }
@@ -603,7 +612,7 @@ static int l_task_body(lua_State *L) {
     const weir_dsl_step_t *known = NULL;
     int exec = get(L, spec, "exec"), step = get(L, spec, "step");  /* 5, 6 */
     if (exec != LUA_TNIL) {
-        if (step != LUA_TNIL && !(step == LUA_TSTRING && !strcmp(lua_tostring(L, 6), "exec")))
+        if (step != LUA_TNIL && !(step == LUA_TSTRING && lua_rawlen(L, 6) == 4 && !strcmp(lua_tostring(L, 6), "exec")))
             err(&b, "%s has both step = \"%s\" and exec; a task runs one step", b.ctx,
                 step == LUA_TSTRING ? lua_tostring(L, 6) : describe(L, 6, d, sizeof d));
         lua_pushliteral(L, "exec");

@@ -709,6 +709,101 @@ TEST(work_in_c_counts_against_the_budget) {
     CHECK(task_of("c") && task_of("x"));
 }
 
+/* Each finding of the sandbox review: a loop in C the hook never sees, a pattern that backtracks
+ * for long, a checked declaration changed afterwards, a NUL byte cut short by strcmp. */
+TEST(table_library_cannot_loop_unbounded) {
+    static const char *const hangs[] = {
+        "local t = setmetatable({}, { __len = function() return math.maxinteger end })\ntable.remove(t, 1)",
+        "table.insert(setmetatable({}, { __len = function() return math.maxinteger - 2 end }), 1, 5)",
+        "table.sort(setmetatable({}, { __len = function() return 2^31 - 2 end, __index = rawlen, __newindex = rawequal }))",
+        "table.concat(setmetatable({}, { __len = function() return 1e12 end, __index = function() return '' end }))",
+        "table.move(setmetatable({}, { __index = rawlen, __newindex = rawequal }), 1, 1.5e9, 2)",
+        /* __len answers small when charged and huge when the original asks again */
+        "local n = 0\nlocal t = setmetatable({}, { __len = function() n = n + 1 return n == 1 and 3 or math.maxinteger end })\n"
+        "table.remove(t, 1)\nwhile true do table.unpack({}, 1, 1e5) end",
+        /* a C comparator: each comparison is charged */
+        "local t = {}\nfor i = 1, 1000 do t[i] = i end\nwhile true do table.sort(t, rawequal) end",
+    };
+    for (size_t i = 0; i < sizeof hangs / sizeof hangs[0]; i++) {
+        char src[512];
+        snprintf(src, sizeof src, "pipeline \"p\" {}\n%s\n", hangs[i]);
+        int rc;
+        uint64_t ms = timed(src, 0, 0, &rc);
+        CHECK_EQ(rc, WEIR_ECOMPILE);
+        CHECK_CONTAINS(R.errors, "exceeded");
+        CHECK(ms < 5000);
+    }
+    /* and they still do their work */
+    CHECK_STR(SANDBOX("local t = { 'c', 'a', 'b' }\ntable.insert(t, 1, 'd')\ntable.remove(t, 2)\ntable.sort(t)\n"
+                      "local u = setmetatable({}, { __len = function() return 2 end, __index = function(_, i) return 'x' .. i end })\n"
+                      "error(table.concat(t, ',') .. ' ' .. table.concat(u) .. ' ' .. select('#', table.unpack(u)), 0)"),
+              "p.lua:7: a,b,d x1x2 2\n");
+}
+
+TEST(patterns_are_always_costed) {
+    static const char *const slow[] = {
+        "string.find(string.rep('(', 200000), '%b()')",
+        "string.find(string.rep('a', 300000), string.rep('%a', 100000) .. 'b')",
+        "string.match(string.rep('a', 40), string.rep('a?', 40) .. string.rep('a', 40) .. 'b')",
+        "string.find(string.rep('a', 100000), '(a*)%1b')",
+    };
+    for (size_t i = 0; i < sizeof slow / sizeof slow[0]; i++) {
+        char src[512];
+        snprintf(src, sizeof src, "pipeline \"p\" {}\n%s\n", slow[i]);
+        int rc;
+        uint64_t ms = timed(src, 0, 0, &rc);
+        CHECK_EQ(rc, WEIR_ECOMPILE);
+        CHECK_CONTAINS(R.errors, "p.lua:2: pattern is too expensive for a string of ");
+        CHECK(ms < 2000);
+    }
+    /* a pattern just under the cap, called in a loop, runs out of budget */
+    int rc;
+    uint64_t ms = timed("pipeline \"p\" {}\nlocal s = string.rep('a', 300)\nwhile true do s:find('.-.-b') end\n", 0, 0, &rc);
+    CHECK_STR(R.errors, "p.lua:3: instruction budget exceeded (200000000 instructions): is there an endless loop?\n");
+    CHECK(ms < 5000);
+    CHECK_EQ(compile("pipeline \"p\" {}\nlocal a, b = ('f(x(y))z'):match('^(%w)(%b())')\nassert(b == '(x(y))')\n"
+                     "assert(('THE (quick) fox'):find('%f[%a]%a+') == 1)\n"),
+             0);
+}
+
+TEST(declarations_cannot_change_after_their_check) {
+    /* a table reaching itself 4 million times over used to be copied after the limits were lifted */
+    int rc;
+    uint64_t ms = timed("local x = 'leaf'\nfor i = 1, 22 do x = { a = x, b = x } end\nlocal p = param.string('s')\n"
+                        "p.default = x\npipeline \"p\" { params = { lr = p } }\ntask \"a\" { exec = { \"true\" } }\n",
+                        0, 0, &rc);
+    CHECK_STR(R.errors, "p.lua:4: a parameter declaration is read-only: declare a new one with param.string(...)\n");
+    CHECK(ms < 2000);
+    /* rawset reaches the handle, not what was checked */
+    CHECK_EQ(compile("local p = param.string('s', 'about')\nrawset(p, 'type', 'evil')\nrawset(p, 'default', { 1 })\n"
+                     "local tr = on_signal 'drift' { subject = 'm' }\nrawset(tr, 'subject', {})\n"
+                     "pipeline \"p\" { params = { lr = p }, triggers = tr }\ntask \"a\" { exec = { \"true\" } }\n"),
+             0);
+    CHECK_STR(text_of(json_object_get(R.plan, "params")),
+              "{\"lr\":{\"default\":\"s\",\"description\":\"about\",\"required\":false,\"type\":\"string\"}}");
+    CHECK_CONTAINS(text_of(json_object_get(R.plan, "triggers")), "\"subject\":\"m\"");
+    CHECK_STR(SANDBOX("local tr = on_signal 'drift' {}\ntr.subject = 'x'"),
+              "p.lua:3: an on_signal rule is read-only: declare a new one with on_signal \"kind\" { ... }\n");
+    CHECK_STR(SANDBOX("local p = param.int(3)\nassert(p.type == 'int' and p.default == 3)\nerror('ok', 0)"), "p.lua:4: ok\n");
+}
+
+TEST(nul_bytes_are_refused_with_the_field) {
+    CHECK_STR(errors("pipeline \"p\" { description = 'a\\0b', params = { s = 'x\\0', t = param.string('y\\0') } }\n"
+                     "task \"a\" { description = 'a\\0b', exec = { 'true' } }\ntask \"b\" { step = 'noop\\0evil' }\n"
+                     "task \"c\" { exec = { 'x\\0' }, with = { k = { 'x\\0y' } }, env = { ['A\\0'] = 'v' } }\n"
+                     "task \"d\" { step = 'noop', timeout = '30m\\0x', with = { m = { ['k\\0'] = 1 } } }\n"),
+              "p.lua:1: param.string(): the default contains a NUL byte\n"
+              "p.lua:1: pipeline \"p\": description contains a NUL byte\n"
+              "p.lua:1: pipeline \"p\": params.s contains a NUL byte\n"
+              "p.lua:2: task \"a\": description contains a NUL byte\n"
+              "p.lua:3: task \"b\": step contains a NUL byte\n"
+              "p.lua:4: task \"c\": env keys must be variable names, not the string \"A\"\n"
+              "p.lua:4: task \"c\": exec[1] contains a NUL byte\n"
+              "p.lua:4: task \"c\": with.k[1] contains a NUL byte\n"
+              "p.lua:5: task \"d\": timeout \"30m\" is not a duration (write e.g. \"90s\", \"30m\" or \"1h30m\")\n"
+              "p.lua:5: task \"d\": with.m has a key that contains a NUL byte\n");
+}
+
 TEST(memory_bombs_end_with_clear_error) {
     static const char *const bombs[] = {
         "local s = string.rep('x', 1e9)",
@@ -782,5 +877,7 @@ UNIT_MAIN(dsl, CASE(minimal_plan_is_canonical), CASE(pipeline_fields), CASE(requ
           CASE(sandbox_metatable_tricks), CASE(endless_loop_ends_within_budget), CASE(endless_loop_in_coroutine),
           CASE(endless_loop_inside_pcall),
           CASE(handlers_and_close_cannot_outlive_the_budget), CASE(work_in_c_counts_against_the_budget),
+          CASE(table_library_cannot_loop_unbounded), CASE(patterns_are_always_costed),
+          CASE(declarations_cannot_change_after_their_check), CASE(nul_bytes_are_refused_with_the_field),
           CASE(memory_bombs_end_with_clear_error), CASE(memory_error_caught_by_script_still_fails),
           CASE(no_leaks_on_any_path), CASE(result_free_is_safe))
