@@ -167,8 +167,13 @@ static void apply_done(weir_db_tx_t *tx, int status, void *data) {
     reply_json(a, created ? 201 : 200, out);
 }
 
+/* Compiles waiting for the thread pool; beyond this an apply gets 503, so that the queue,
+ * and the sources it holds, stay bounded. */
+#define MAX_COMPILING 16
+
 static void apply_compiled(uv_work_t *w, int status) {
     api_req_t *a = w->data;
+    a->s->compiling--;
     if (status) { reply_error(a, 503, "scheduler is stopping"); return; }
     if (a->compiled.nerrors || !a->compiled.plan) {
         json_t *errors = json_array();
@@ -261,9 +266,16 @@ static void api_apply(api_req_t *a) {
     }
     snprintf(a->filename, sizeof a->filename, "%s", filename && *filename ? filename : "pipeline.lua");
     if (!(a->source = strdup(source))) { reply_error(a, 500, "out of memory"); return; }
+    if (a->s->compiling >= MAX_COMPILING) {
+        reply_error(a, 503, "%d pipelines are being compiled; retry shortly", MAX_COMPILING);
+        return;
+    }
     a->work.data = a;
-    if (uv_queue_work(a->s->loop, &a->work, compile_work, apply_compiled))
+    if (uv_queue_work(a->s->loop, &a->work, compile_work, apply_compiled)) {
         reply_error(a, 503, "scheduler is stopping");
+        return;
+    }
+    a->s->compiling++;
 }
 
 /* Reads: the database builds the JSON documents; the handler passes them through. */

@@ -23,6 +23,7 @@ typedef struct weir_sched_s {
     weir_http_server_t *http;
     weir_dsl_limits_t dsl;
     uv_signal_t sigint, sigterm;
+    unsigned compiling;          /* applies queued or running on the thread pool */
     int stopping;
 } weir_sched_t;
 

@@ -56,6 +56,17 @@ check_eq filename_control_chars_400 "$(status POST /v1/pipelines -H "$AUTH" -d '
 check_contains filename_control_chars_named "$(cat "$BODY")" 'field \"filename\"'
 check_eq bad_name_in_path_400 "$(status GET "/v1/pipelines/$(printf '\377\376')" -H "$AUTH")" 400
 check_eq bad_name_in_version_path_400 "$(status GET "/v1/pipelines/A%20B/versions/1" -H "$AUTH")" 400
+# a burst of slow compiles: the queue is bounded (503 beyond it), every request is answered
+PIDS=""
+for i in $(seq 1 30); do
+  curl -s -o /dev/null -w '%{http_code}\n' -X POST -H "$AUTH" "$URL/v1/pipelines" \
+    -d '{"source": "pipeline \"p\" {} task \"a\" { step = \"noop\" } while true do end"}' >>"$TMP/burst" &
+  PIDS="$PIDS $!"
+done
+wait $PIDS
+check_eq burst_all_answered "$(wc -l <"$TMP/burst" | tr -d ' ')" 30
+check_eq burst_only_422_or_503 "$(grep -cv -e '^422$' -e '^503$' "$TMP/burst")" 0
+check burst_queue_bounded grep -q '^503$' "$TMP/burst"
 check_eq alive_after_sandbox "$(status GET /healthz)" 200
 
 # a slow client that never finishes its request gets 408 within the timeout
