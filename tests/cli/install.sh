@@ -1,0 +1,21 @@
+# install.sh — `make install` with PREFIX and DESTDIR puts the binary, the public
+# headers, the migrations and weir.pc in place, and the installed binary works
+# from there (it migrates a database with the installed migration files).
+# Runs for the plain build only: installing is the same for the sanitizer build.
+. tests/lib.sh
+case "$WEIR" in *asan*) echo "install: plain build only"; finish; exit 0 ;; esac
+D=$(mktemp -d /tmp/weir-install.XXXXXX)
+make -s install DESTDIR="$D" PREFIX=/opt/weir BUILD="$(dirname "$WEIR")" >"$D.log" 2>&1
+check_eq install_exit "$?" 0
+check install_binary [ -x "$D/opt/weir/bin/weir" ]
+check install_header [ -f "$D/opt/weir/include/weir/plugin.h" ]
+check install_migrations [ -f "$D/opt/weir/share/weir/migrations/0001_schema.sql" ]
+check_contains install_pkgconfig "$(PKG_CONFIG_PATH=$D/opt/weir/lib/pkgconfig pkg-config --cflags weir)" "-I/opt/weir/include"
+check_contains installed_runs "$("$D/opt/weir/bin/weir" version)" "weir "
+OUT=$("$D/opt/weir/bin/weir" migrate --database "$PGCONN" --dir "$D/opt/weir/share/weir/migrations")
+check_contains installed_migrates "$OUT" "applied 0001_schema.sql"
+printf '#include <weir/plugin.h>\nconst weir_plugin_t *weir_plugin_entry(void) { static const weir_plugin_t p = { sizeof p, WEIR_PLUGIN_ABI_VERSION, "x", "1", 0, 0, {0} }; return &p; }\n' >"$D/p.c"
+cc -std=c11 -Wall -Werror -fPIC -shared $(PKG_CONFIG_PATH=$D/opt/weir/lib/pkgconfig pkg-config --cflags weir | sed "s|-I|-I$D|") "$D/p.c" -o "$D/p.so"
+check_eq plugin_builds_against_installed_header "$?" 0
+rm -rf "$D" "$D.log"
+finish
