@@ -25,6 +25,16 @@ int weir_cmd_up(int argc, char **argv);
 int weir_cmd_apply(int argc, char **argv);
 int weir_cmd_pipelines(int argc, char **argv);
 int weir_cmd_pipeline(int argc, char **argv);
+/* runs and operators (cli/runs.c) */
+int weir_cmd_trigger(int argc, char **argv);
+int weir_cmd_runs(int argc, char **argv);
+int weir_cmd_run(int argc, char **argv);
+int weir_cmd_logs(int argc, char **argv);
+int weir_cmd_approve(int argc, char **argv);
+int weir_cmd_reject(int argc, char **argv);
+int weir_cmd_workers(int argc, char **argv);
+/* the worker agent (workers/) */
+int weir_cmd_worker(int argc, char **argv);
 
 /* ---- shared by the commands (cli/util.c) ---- */
 

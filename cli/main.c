@@ -22,6 +22,14 @@ static const struct {
     {"apply", weir_cmd_apply, "compile and store pipeline files on the scheduler"},
     {"pipelines", weir_cmd_pipelines, "list pipelines"},
     {"pipeline", weir_cmd_pipeline, "show a pipeline, its versions and a version's plan"},
+    {"trigger", weir_cmd_trigger, "start a run of a pipeline"},
+    {"runs", weir_cmd_runs, "list runs"},
+    {"run", weir_cmd_run, "show, watch, cancel or retry a run"},
+    {"logs", weir_cmd_logs, "print or follow a task's log"},
+    {"approve", weir_cmd_approve, "approve a task waiting for approval"},
+    {"reject", weir_cmd_reject, "reject a task waiting for approval"},
+    {"workers", weir_cmd_workers, "list workers"},
+    {"worker", weir_cmd_worker, "run a worker: claim tasks from schedulers and run their steps"},
 };
 
 static void usage(FILE *out) {
