@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -63,6 +64,16 @@ static size_t on_data(char *p, size_t size, size_t n, void *userdata) {
     return weir_buf_append(b, p, size * n) ? 0 : size * n;
 }
 
+#define HEADERS_MAX ((size_t)64 << 10)
+
+/* Keeps the header lines of the last answer only: an interim 100 Continue starts a new block. */
+static size_t on_header(char *p, size_t size, size_t n, void *userdata) {
+    weir_buf_t *b = userdata;
+    if (size * n >= 5 && !memcmp(p, "HTTP/", 5)) weir_buf_reset(b);
+    weir_buf_append(b, p, size * n); /* past the cap headers are dropped, not the answer */
+    return size * n;
+}
+
 int weir_client_call(const weir_config_t *c, const char *method, const char *path, const json_t *body,
                      weir_response_t *res) {
     memset(res, 0, sizeof *res);
@@ -82,8 +93,11 @@ int weir_client_call(const weir_config_t *c, const char *method, const char *pat
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, payload ? payload : "");
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(payload ? strlen(payload) : 0));
     }
-    weir_buf_t buf;
+    weir_buf_t buf, hbuf;
     weir_buf_init(&buf, RESPONSE_MAX);
+    weir_buf_init(&hbuf, HEADERS_MAX);
+    curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(h, CURLOPT_HEADERDATA, &hbuf);
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
@@ -100,7 +114,9 @@ int weir_client_call(const weir_config_t *c, const char *method, const char *pat
                  curl_easy_strerror(cc));
         rc = WEIR_EUNAVAIL;
         weir_buf_free(&buf);
+        weir_buf_free(&hbuf);
     } else {
+        res->headers = hbuf.data;
         curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &res->status);
         if (!buf.data) weir_buf_append(&buf, "", 0);
         res->body = buf.data;
@@ -118,7 +134,28 @@ int weir_client_call(const weir_config_t *c, const char *method, const char *pat
 
 void weir_response_free(weir_response_t *res) {
     free(res->body);
+    free(res->headers);
     json_decref(res->json);
     res->body = NULL;
+    res->headers = NULL;
     res->json = NULL;
+}
+
+/* ---- response headers ---- */
+
+const char *weir_response_header(const weir_response_t *res, const char *name, char *buf, size_t size) {
+    size_t nlen = strlen(name);
+    for (const char *line = res->headers; line && *line;) {
+        const char *end = strchr(line, '\n');
+        size_t len = end ? (size_t)(end - line) : strlen(line);
+        if (len > nlen && line[nlen] == ':' && !strncasecmp(line, name, nlen)) {
+            const char *v = line + nlen + 1, *e = line + len;
+            while (v < e && (*v == ' ' || *v == '\t')) v++;
+            while (e > v && (e[-1] == '\r' || e[-1] == ' ' || e[-1] == '\t')) e--;
+            snprintf(buf, size, "%.*s", (int)(e - v), v);
+            return buf;
+        }
+        line = end ? end + 1 : line + len;
+    }
+    return NULL;
 }

@@ -30,6 +30,8 @@ typedef struct {
     size_t len;
     json_t *json;         /* parsed body when it is JSON, else NULL */
     char error[512];      /* transport error, or the server's error message */
+    char *headers;        /* the final answer's header lines, "Name: value\r\n" each (capped at 64 KiB);
+                             NULL when none arrived; read with weir_response_header, freed with the response */
 } weir_response_t;
 
 /* Sends method path (e.g. "/v1/pipelines") with an optional JSON body.
@@ -38,5 +40,11 @@ typedef struct {
 int weir_client_call(const weir_config_t *c, const char *method, const char *path, const json_t *body,
                      weir_response_t *res);
 void weir_response_free(weir_response_t *res);
+
+/* ---- response headers ---- */
+
+/* The value of response header name (case-insensitive), without surrounding blanks, copied into buf
+ * (truncated to size); NULL when the answer has no such header. The first one wins when repeated. */
+const char *weir_response_header(const weir_response_t *res, const char *name, char *buf, size_t size);
 
 #endif
