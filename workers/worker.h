@@ -1,0 +1,259 @@
+/* worker.h — internal interfaces of the worker agent (`weir worker`).
+ *
+ * The pieces, each in its own file, bottom-up:
+ *   subst.c     placeholders (${params.X}, ${run.F}, ${tasks.T.outputs.O}, $$), the
+ *               environment of an exec step, output names; pure functions, no I/O.
+ *   logship.c   the log chunker: a fixed buffer, a per-attempt cap with a marker, zlib;
+ *               hands each compressed chunk to a sink callback (HTTP in the agent, a
+ *               test's function in the unit tests).
+ *   exec.c      runs one command in its own process group, streams its output into a
+ *               chunker, enforces a timeout and cancellation (SIGTERM, SIGKILL after a
+ *               grace), never leaves a process of the group behind.
+ *   artifact.c  streaming deflate of a file (hash + compress in one pass, to a temp file)
+ *               and capped streaming inflate (refuses more than the expected size).
+ *   wire.c      blocking HTTP to the scheduler with several URLs (failover), raw bodies,
+ *               extra headers and per-call timeouts. One wk_http_t per thread.
+ *   task.c      one claimed task from claim to completion body: inputs, directories,
+ *               the exec step, metrics, outputs, uploads.
+ *   worker.c    the agent: flags, registration, the claim loop, heartbeats, completions,
+ *               signals.
+ *
+ * Not a public API: nothing outside workers/ and tests/unit/test_worker*.c includes it.
+ * Memory: every function says who owns what it returns; "caller frees" unless stated. */
+#ifndef WEIR_WORKERS_WORKER_H
+#define WEIR_WORKERS_WORKER_H
+
+#include "common/util.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+/* ---------------------------------------------------------------- subst.c */
+
+/* What placeholders resolve against. All borrowed; inputs maps "TASK.OUTPUT" to a local
+ * path string (an upstream output that was not produced is simply absent). */
+typedef struct {
+    const json_t *params;   /* {"NAME": value} */
+    const json_t *run;      /* {"id", "pipeline", "version", "date", "trigger"} */
+    const json_t *inputs;   /* {"TASK.OUTPUT": "/path"} */
+} wk_subst_ctx_t;
+
+/* Appends s with every placeholder replaced to out. "$$" is a literal "$"; a "$" not
+ * followed by "{" or "$" is kept as is (so "sh -c 'echo $HOME'" works, as the DSL's checker
+ * agrees). ${tasks.T.outputs.O} with no such input becomes "". Anything else unknown
+ * (${params.nope}, ${foo}, an unterminated "${") is refused: WEIR_EINVAL with a message in
+ * err naming it — the DSL checks every placeholder at compile time, so one the worker does
+ * not know means the plan and the claim disagree, and running with a guess would be worse.
+ * 0, WEIR_EINVAL, WEIR_ELIMIT (out is full). */
+int wk_subst(const wk_subst_ctx_t *ctx, const char *s, weir_buf_t *out, char *err, size_t errsize);
+
+/* A deep copy of v with placeholders replaced in every string (keys untouched).
+ * NULL on error (err says why); caller json_decref's. */
+json_t *wk_subst_json(const wk_subst_ctx_t *ctx, const json_t *v, char *err, size_t errsize);
+
+/* A parameter or settings value as the text a command sees: strings as is, integers in
+ * decimal, reals in the plan's canonical shortest form (0.1, not 0.10000000000000001),
+ * true/false, null as "", arrays and objects as compact canonical JSON. Caller frees. */
+char *wk_value_text(const json_t *v);
+
+/* "WEIR_INPUT_" + "ingest.data-set" -> "WEIR_INPUT_INGEST_DATA_SET": upper-cased, '-' and
+ * '.' as '_'. Writes at most size bytes (NUL included); truncates silently. */
+void wk_env_name(const char *prefix, const char *name, char *out, size_t size);
+
+/* What the environment of an exec step is built from (all borrowed). */
+typedef struct {
+    char **base;              /* the worker's own environment (environ), NULL-terminated */
+    const json_t *run;        /* claim.run */
+    const char *task;         /* claim.task */
+    int attempt;
+    const char *output_dir;
+    const char *metrics_file;
+    const json_t *params;     /* claim.params */
+    const json_t *settings;   /* spec.with after substitution, or NULL */
+    const json_t *inputs;     /* "TASK.OUTPUT" -> path */
+    const json_t *env;        /* spec.env after substitution (string values), or NULL */
+} wk_env_spec_t;
+
+/* A NULL-terminated "NAME=value" array: base first, then WEIR_RUN_ID, WEIR_PIPELINE,
+ * WEIR_TASK, WEIR_ATTEMPT, WEIR_OUTPUT_DIR, WEIR_METRICS_FILE, WEIR_PARAM_*, WEIR_SETTINGS,
+ * WEIR_INPUT_*, then the task's env; a later entry replaces an earlier one of the same name
+ * (so the task's env wins). Free with wk_env_free. NULL on out of memory. */
+char **wk_env_build(const wk_env_spec_t *s);
+void wk_env_free(char **env);
+/* The value of name in env, or NULL. Borrowed from env. */
+const char *wk_env_get(char *const *env, const char *name);
+
+/* The output name of a file in the outputs directory: its name up to the first '.'
+ * ("model.tar.gz" -> "model"). Writes it into out; WEIR_EINVAL when the name would be
+ * empty (".hidden") or is not a lowercase identifier ([a-z][a-z0-9_]*, ≤ 63 bytes, as
+ * the DSL requires of output names). */
+int wk_output_name(const char *file, char *out, size_t size);
+
+/* Scans dir for regular files and fills *outputs with {"name": "/dir/file"}. Fails
+ * (WEIR_EINVAL, err says which) when two files give the same name or a name is invalid;
+ * subdirectories and other non-regular files are refused too, so nothing is silently
+ * dropped. Then every name in declared (a JSON array of strings, may be NULL) must be
+ * present, else WEIR_ENOENT naming the missing output(s). Caller decrefs *outputs. */
+int wk_collect_outputs(const char *dir, const json_t *declared, json_t **outputs, char *err, size_t errsize);
+
+/* Reads the metrics file (absent or empty: an empty object). It must be a JSON object whose
+ * values are numbers; else WEIR_EINVAL with err naming the line/column or the key.
+ * At most 1 MiB. Caller decrefs *metrics. */
+int wk_read_metrics(const char *path, json_t **metrics, char *err, size_t errsize);
+
+/* ---------------------------------------------------------------- logship.c */
+
+#define WK_LOG_CHUNK (256u << 10)     /* flush at this many raw bytes ... */
+#define WK_LOG_FLUSH_MS 200           /* ... or this long after the first unflushed byte */
+
+/* Receives one compressed chunk. Returns 0 (stored), 1 (stored or dropped, and the server
+ * says the log is truncated: send nothing more) or a negative error (give up on this log:
+ * e.g. the attempt is no longer current). The sink owns retries; zdata is borrowed for the
+ * call only. */
+typedef int (*wk_log_sink_fn)(void *ud, int64_t seq, const void *zdata, size_t zlen, size_t raw_len);
+
+typedef struct {
+    char *buf;                /* WK_LOG_CHUNK raw bytes, owned */
+    size_t len;
+    unsigned char *zbuf;      /* compressBound(WK_LOG_CHUNK), owned */
+    size_t zsize;
+    int64_t seq;              /* next chunk's seq */
+    int64_t kept;             /* raw output bytes accepted so far */
+    int64_t max;              /* cap on kept output bytes (marker excluded) */
+    int64_t dropped;          /* raw bytes seen after the cap */
+    int truncated;            /* the cap was reached; the marker is in the buffer or sent */
+    int stopped;              /* the sink said stop (truncated or error): nothing more is sent */
+    int sink_error;           /* the sink's negative error, if any */
+    char last;                /* the last byte kept, so the marker starts on its own line */
+    uint64_t first_unflushed_ms;
+    wk_log_sink_fn sink;
+    void *ud;
+} wk_log_t;
+
+/* max_bytes: the per-attempt cap on the whole log including the marker (≥ 128).
+ * 0 or WEIR_ENOMEM. */
+int wk_log_init(wk_log_t *l, int64_t max_bytes, wk_log_sink_fn sink, void *ud);
+void wk_log_free(wk_log_t *l);
+/* Takes output bytes; flushes full chunks through the sink. Past the cap the bytes are
+ * counted and dropped and the marker "[weir: log truncated after N bytes]\n" is added once.
+ * Always consumes all n bytes (the pipe must be drained either way). */
+void wk_log_write(wk_log_t *l, const void *data, size_t n);
+/* Flushes what is buffered when the flush interval has passed (or force). */
+void wk_log_tick(wk_log_t *l, uint64_t now_ms, int force);
+/* Milliseconds until the next timed flush is due; -1 when nothing is buffered. */
+int wk_log_due_in(const wk_log_t *l, uint64_t now_ms);
+
+/* ---------------------------------------------------------------- exec.c */
+
+typedef enum { WK_EXEC_EXITED, WK_EXEC_SIGNALED, WK_EXEC_TIMED_OUT, WK_EXEC_CANCELLED, WK_EXEC_START_FAILED } wk_exec_end_t;
+
+/* A running or finished process group, shared between the runner thread and the threads
+ * that may cancel it. Caller-owned; wk_exec_init / wk_exec_close. */
+typedef struct {
+    pthread_mutex_t mu;
+    pid_t pgid;               /* > 0 while the group may have members; under mu */
+    int wake_fd;              /* eventfd: wk_exec_cancel writes it to wake the runner */
+    atomic_int cancelled;
+    char reason[128];         /* why it was cancelled; under mu */
+} wk_proc_t;
+
+int wk_proc_init(wk_proc_t *p);
+void wk_proc_close(wk_proc_t *p);
+/* From any thread: sends SIGTERM to the group now and wakes the runner, which sends SIGKILL
+ * after the grace. Safe before start (the start is then skipped) and after the end (no-op). */
+void wk_proc_cancel(wk_proc_t *p, const char *reason);
+
+typedef struct {
+    char *const *argv;        /* argv[0] is looked up in PATH */
+    char *const *envp;
+    const char *cwd;          /* NULL: the worker's */
+    int64_t timeout_ms;       /* 0: none */
+    int64_t kill_grace_ms;    /* SIGTERM to SIGKILL; 0 means 5000 */
+    wk_log_t *log;            /* stdout and stderr go here */
+} wk_exec_spec_t;
+
+typedef struct {
+    wk_exec_end_t end;
+    int exit_code;            /* exit status; 128+signal when killed; -1 when it did not start */
+    int signal;
+    int64_t duration_ms;
+    char tail[1024];          /* the last stderr bytes (up to 1 KiB), NUL-terminated */
+    char error[512];          /* why it did not start, or a note on how it ended */
+} wk_exec_result_t;
+
+/* Runs the command to its end (blocking the calling thread) in its own process group.
+ * When the leader exits, what is left of its group is killed (SIGKILL) once its output
+ * pipes close or after 1 s, so no member survives the step. Returns 0 when it ran (see
+ * r->end), or a negative error when it could not start (r->error says why). */
+int wk_exec_run(const wk_exec_spec_t *s, wk_proc_t *p, wk_exec_result_t *r);
+
+/* ---------------------------------------------------------------- artifact.c */
+
+/* Reads path, computes its SHA-256 (hex) and its size, and writes its zlib-compressed form
+ * to zpath (created, mode 0600). Memory bounded (64 KiB buffers). 0 or WEIR_EIO (err). */
+int wk_deflate_file(const char *path, const char *zpath, char sha[65], int64_t *size, int64_t *zsize,
+                    char *err, size_t errsize);
+
+/* A streaming, capped inflater into a file that also hashes what it writes. */
+typedef struct wk_inflate_s wk_inflate_t;
+/* out is borrowed; cap is the most inflated bytes accepted. NULL on out of memory. */
+wk_inflate_t *wk_inflate_new(FILE *out, int64_t cap);
+/* Feeds compressed bytes. 0, WEIR_ELIMIT (more than cap: refused), WEIR_EINVAL (not zlib),
+ * WEIR_EIO (write failed). After an error every later call repeats it. */
+int wk_inflate_feed(wk_inflate_t *f, const void *data, size_t n);
+/* Checks the stream ended; writes the hex SHA-256 and size of the inflated bytes.
+ * 0, WEIR_EINVAL (truncated stream) or the earlier error. */
+int wk_inflate_finish(wk_inflate_t *f, char sha[65], int64_t *size);
+void wk_inflate_free(wk_inflate_t *f);
+
+/* ---------------------------------------------------------------- wire.c */
+
+/* The schedulers a worker talks to: URLs tried in order, the current one shared by every
+ * thread (a failover moves all of them). Owned by the agent, read-only after setup except
+ * current. */
+typedef struct {
+    char **urls;              /* no trailing slash */
+    int nurls;
+    atomic_int current;
+    char auth[400];           /* "Authorization: Bearer T" or "" */
+} wk_sched_t;
+
+/* One thread's HTTP connection (keep-alive). Not shared between threads. */
+typedef struct {
+    wk_sched_t *sched;        /* borrowed */
+    void *curl;               /* CURL *, owned */
+} wk_http_t;
+
+typedef struct {
+    const char *method;
+    const char *path;                 /* "/v1/..." */
+    const json_t *json;               /* a JSON body, or */
+    const void *body; size_t body_len; const char *content_type;   /* a raw body, or */
+    FILE *body_file; int64_t body_file_len;                         /* a file, streamed */
+    const char *headers[4];           /* extra "Name: value" lines, NULL-terminated */
+    long timeout_ms;                  /* whole call; 0 means 30 s */
+    /* Streams a 2xx response body here instead of buffering it; returns 0 to go on. */
+    int (*on_body)(void *ud, const void *data, size_t n);
+    void *ud;
+} wk_req_t;
+
+typedef struct {
+    long status;                      /* 0 when no answer came */
+    json_t *json;                     /* the parsed body when it is JSON; owned */
+    char error[512];                  /* transport error, or the server's message */
+} wk_resp_t;
+
+int wk_http_init(wk_http_t *h, wk_sched_t *s);
+void wk_http_close(wk_http_t *h);
+/* One call. On a connection failure or a 503 it tries the next URL (each at most once per
+ * call; the request is repeated only when nothing was received, so it is safe). 0 when an
+ * answer arrived (any status, see res->status), WEIR_EUNAVAIL when no scheduler answered.
+ * The caller calls wk_resp_free. */
+int wk_http_call(wk_http_t *h, const wk_req_t *req, wk_resp_t *res);
+void wk_resp_free(wk_resp_t *res);
+
+#endif
