@@ -193,15 +193,22 @@ int weir_cmd_scheduler(int argc, char **argv) {
     const char *usage =
         "usage: weir scheduler [--database URL] [--listen [HOST:]PORT] [--port-file FILE]\n"
         "                      [--max-body SIZE] [--max-header SIZE] [--request-timeout DUR]\n"
-        "                      [--idle-timeout DUR] [--lua-memory SIZE] [--lua-instructions N]\n\n"
+        "                      [--idle-timeout DUR] [--lua-memory SIZE] [--lua-instructions N]\n"
+        "                      [--lease DUR] [--max-log SIZE] [--artifacts DIR] [--tick DUR]\n\n"
         "Runs the scheduler: the HTTP API on 127.0.0.1:8470 by default, state in PostgreSQL.\n"
-        "Refuses to start on a database whose migrations are missing or edited.\n";
+        "Refuses to start on a database whose migrations are missing or edited.\n\n"
+        "  --lease DUR      a claimed task's lease, renewed by worker heartbeats (default 15s)\n"
+        "  --max-log SIZE   log kept per attempt; the rest is dropped (default 64MiB)\n"
+        "  --artifacts DIR  the artifact store (default $WEIR_HOME/artifacts)\n"
+        "  --tick DUR       how often leases, retries and deadlines are checked (default 200ms)\n";
     static const struct option opts[] = {
         {"database", required_argument, NULL, 'd'}, {"listen", required_argument, NULL, 'l'},
         {"port-file", required_argument, NULL, 'P'}, {"max-body", required_argument, NULL, 'B'},
         {"max-header", required_argument, NULL, 'H'}, {"request-timeout", required_argument, NULL, 'T'},
         {"idle-timeout", required_argument, NULL, 'I'}, {"lua-memory", required_argument, NULL, 'M'},
-        {"lua-instructions", required_argument, NULL, 'N'}, {"help", no_argument, NULL, 'h'}, {0, 0, 0, 0},
+        {"lua-instructions", required_argument, NULL, 'N'}, {"lease", required_argument, NULL, 'L'},
+        {"max-log", required_argument, NULL, 'G'}, {"artifacts", required_argument, NULL, 'A'},
+        {"tick", required_argument, NULL, 'K'}, {"help", no_argument, NULL, 'h'}, {0, 0, 0, 0},
     };
     weir_config_t cfg = {0};
     weir_sched_opts_t o;
@@ -223,6 +230,10 @@ int weir_cmd_scheduler(int argc, char **argv) {
         case 'I': bad = weir_parse_duration(optarg, &v); o.http.idle_timeout_ms = (uint64_t)v; break;
         case 'M': bad = weir_parse_size(optarg, &v); o.dsl.mem_max = (size_t)v; break;
         case 'N': bad = weir_parse_size(optarg, &v); o.dsl.instr_max = (uint64_t)v; break;
+        case 'L': bad = weir_parse_duration(optarg, &v) || v < 1000 || v > 3600000; o.lease_ms = (int)v; break;
+        case 'G': bad = weir_parse_size(optarg, &v) || v < 1024; o.max_log_bytes = v; break;
+        case 'A': o.artifacts_dir = optarg; break;
+        case 'K': bad = weir_parse_duration(optarg, &v) || v < 10 || v > 60000; o.tick_ms = (int)v; break;
         case 'h': fputs(usage, stdout); return 0;
         default: fputs(usage, stderr); return WEIR_EXIT_USAGE;
         }
@@ -239,5 +250,10 @@ int weir_cmd_scheduler(int argc, char **argv) {
     }
     o.database = cfg.database;
     o.host = host;
+    char artifacts[1100];
+    if (!o.artifacts_dir) {
+        snprintf(artifacts, sizeof artifacts, "%s/artifacts", cfg.home);
+        o.artifacts_dir = artifacts;
+    }
     return weir_sched_run(&o);
 }

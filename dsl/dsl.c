@@ -1004,3 +1004,107 @@ void weir_dsl_result_free(weir_dsl_result_t *r) {
     r->nerrors = 0;
     r->version[0] = '\0';
 }
+
+/* ---- gate predicates ---------------------------------------------------------------------------- */
+
+/* Pushes a JSON value as Lua (objects and arrays as tables, nesting bounded). */
+static void push_json(lua_State *L, const json_t *v, int depth) {
+    luaL_checkstack(L, 4, "metrics too deep");
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        lua_newtable(L);
+        if (depth > 16) break;
+        const char *k;
+        json_t *x;
+        json_object_foreach((json_t *)v, k, x) {
+            push_json(L, x, depth + 1);
+            lua_setfield(L, -2, k);
+        }
+        break;
+    }
+    case JSON_ARRAY: {
+        lua_newtable(L);
+        if (depth > 16) break;
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x) {
+            push_json(L, x, depth + 1);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        break;
+    }
+    case JSON_STRING: lua_pushlstring(L, json_string_value(v), json_string_length(v)); break;
+    case JSON_INTEGER: lua_pushinteger(L, (lua_Integer)json_integer_value(v)); break;
+    case JSON_REAL: lua_pushnumber(L, json_real_value(v)); break;
+    case JSON_TRUE: lua_pushboolean(L, 1); break;
+    case JSON_FALSE: lua_pushboolean(L, 0); break;
+    default: lua_pushnil(L); break;
+    }
+}
+
+typedef struct {
+    const char *src;
+    const json_t *m;
+    int verdict;
+    char *err;
+    size_t errsize;
+} pred_call_t;
+
+static int pred_main(lua_State *L) {
+    dsl_state_t *st = lua_touserdata(L, 1);
+    pred_call_t *pc = lua_touserdata(L, 2);
+    lua_settop(L, 0);
+    open_safe_libs(L);
+    lua_pushglobaltable(L);
+    push_json(L, pc->m, 0);
+    lua_setfield(L, -2, "m");
+    lua_pop(L, 1);
+    st->limited = 1;
+    st->deadline_ms = weir_now_ms() + DSL_DEADLINE_MS;
+    int status = luaL_loadbufferx(L, pc->src, strlen(pc->src), "=predicate", "t");
+    if (status == LUA_OK) status = lua_pcall(L, 0, 1, 0);
+    st->limited = 0;
+    if (st->fatal) {
+        char buf[200];
+        snprintf(pc->err, pc->errsize, "%s", fatal_text(st, buf, sizeof buf));
+        return 0;
+    }
+    if (status != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        snprintf(pc->err, pc->errsize, "%s", msg ? msg : "error");
+        return 0;
+    }
+    pc->verdict = lua_toboolean(L, -1);
+    return 0;
+}
+
+int weir_dsl_predicate(const char *src, const json_t *m, const weir_dsl_limits_t *lim, int *verdict, char *err,
+                       size_t errsize) {
+    *verdict = 0;
+    err[0] = '\0';
+    dsl_state_t st = {0};
+    st.mem_max = lim && lim->mem_max ? lim->mem_max : DSL_MEM_DEFAULT;
+    st.instr_max = lim && lim->instr_max ? lim->instr_max : DSL_INSTR_DEFAULT;
+    lua_State *L = lua_newstate(dsl_alloc, &st);
+    if (!L) {
+        pool_close(&st.pool);
+        snprintf(err, errsize, "out of memory");
+        return WEIR_ENOMEM;
+    }
+    st.L = L;
+    lua_sethook(L, dsl_hook, LUA_MASKCOUNT, DSL_HOOK_PERIOD);
+    pred_call_t pc = {src, m, 0, err, errsize};
+    lua_pushcfunction(L, pred_main);
+    lua_pushlightuserdata(L, &st);
+    lua_pushlightuserdata(L, &pc);
+    int status = lua_pcall(L, 2, 0, 0);
+    if (status != LUA_OK && !err[0]) {
+        const char *msg = lua_tostring(L, -1);
+        snprintf(err, errsize, "%s", status == LUA_ERRMEM ? "memory limit exceeded" : msg ? msg : "error");
+    }
+    pool_close(&st.pool);
+    for (size_t i = 0; i < st.nerrs; i++) free(st.errs[i].msg);
+    free(st.errs);
+    *verdict = pc.verdict;
+    return err[0] ? WEIR_ELUA : 0;
+}

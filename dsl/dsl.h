@@ -39,4 +39,11 @@ int weir_dsl_compile(const char *filename, const char *src, size_t len, const we
                      weir_dsl_result_t *out);
 void weir_dsl_result_free(weir_dsl_result_t *r);
 
+/* Evaluates a gate predicate (Lua source, as the plan holds it: "return ...") in the same
+ * sandbox and limits as a compile, with `m` bound to the metrics object (upstream task name ->
+ * its metrics). 0 with *verdict 1/0 (the result's truthiness); WEIR_ELUA or WEIR_ENOMEM with the
+ * reason in err (a runtime error, a limit hit). */
+int weir_dsl_predicate(const char *src, const json_t *m, const weir_dsl_limits_t *lim, int *verdict, char *err,
+                       size_t errsize);
+
 #endif

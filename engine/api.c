@@ -2,7 +2,7 @@
  * validation, and the pipeline endpoints. Each handler answers only after the
  * transaction holding its change has committed. Not here: the HTTP protocol
  * (http.c), SQL connection handling (db.c), the DSL (dsl/). */
-#include "engine/sched.h"
+#include "engine/api.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/sha256.h"
@@ -12,35 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { ROLE_VIEWER = 1, ROLE_OPERATOR = 2, ROLE_WORKER = 4 };
-#define ROLES_READ (ROLE_VIEWER | ROLE_OPERATOR)
-
-#define MAX_ARGS 4
-#define MAX_ARG_LEN 128
-
-typedef struct api_req_s api_req_t;
-
-typedef struct {
-    const char *method;
-    const char *pattern;   /* segments; "{}" captures one */
-    int roles;             /* who may call it; 0 = no token needed */
-    void (*fn)(api_req_t *);
-} route_t;
-
-struct api_req_s {
-    weir_sched_t *s;
-    weir_http_req_t *http;
-    const route_t *route;
-    char args[MAX_ARGS][MAX_ARG_LEN];
-    char actor[160];           /* the token's name, for the audit trail */
-    json_t *body;
-    uv_work_t work;            /* pipeline compilation runs off the loop */
-    char *source;
-    char filename[256];
-    weir_dsl_result_t compiled;
-};
-
-static void api_free(api_req_t *a) {
+void api_free(api_req_t *a) {
+    if (!a) return;
     json_decref(a->body);
     free(a->source);
     weir_dsl_result_free(&a->compiled);
@@ -48,13 +21,12 @@ static void api_free(api_req_t *a) {
 }
 
 /* Every answer goes through these, so that the request context is always released. */
-static void reply_json(api_req_t *a, int status, json_t *body) {
+void api_reply_json(api_req_t *a, int status, json_t *body) {
     weir_http_respond_json(a->http, status, body);
     api_free(a);
 }
 
-static void reply_error(api_req_t *a, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void reply_error(api_req_t *a, int status, const char *fmt, ...) {
+void api_reply_error(api_req_t *a, int status, const char *fmt, ...) {
     char msg[1024];
     va_list ap;
     va_start(ap, fmt);
@@ -65,43 +37,65 @@ static void reply_error(api_req_t *a, int status, const char *fmt, ...) {
 }
 
 /* A database-produced JSON document, passed through as it is. */
-static void reply_raw_json(api_req_t *a, int status, const char *json) {
+void api_reply_raw(api_req_t *a, int status, const char *json) {
     weir_http_respond(a->http, status, "application/json", json, strlen(json));
     api_free(a);
 }
 
 /* Maps a failed transaction to a status: 503 while the database is away, 500 otherwise. */
-static void reply_db_error(api_req_t *a, weir_db_tx_t *tx, int status) {
+void api_reply_db_error(api_req_t *a, weir_db_tx_t *tx, int status) {
     if (status == WEIR_EUNAVAIL) {
-        reply_error(a, 503, "database unavailable; retry shortly");
+        api_reply_error(a, 503, "database unavailable; retry shortly");
         return;
     }
     weir_log_error("api: %s %s: database error %s: %s", weir_http_req_method(a->http), weir_http_req_path(a->http),
                    weir_db_tx_sqlstate(tx), weir_db_tx_error(tx));
-    reply_error(a, 500, "database error (%s); see the scheduler's log", weir_db_tx_sqlstate(tx));
+    api_reply_error(a, 500, "database error (%s); see the scheduler's log", weir_db_tx_sqlstate(tx));
 }
 
-static int submit(api_req_t *a, weir_db_tx_t *tx, weir_db_tx_cb cb) {
-    if (!tx) { reply_error(a, 500, "out of memory"); return -1; }
+int api_submit(api_req_t *a, weir_db_tx_t *tx, weir_db_tx_cb cb) {
+    if (!tx) { api_reply_error(a, 500, "out of memory"); return -1; }
     weir_db_tx_submit(tx, cb, a);
     return 0;
+}
+
+void api_reply_result(api_req_t *a, const char *json) {
+    json_t *r = json_loads(json, 0, NULL);
+    int code = r ? (int)json_integer_value(json_object_get(r, "code")) : 0;
+    if (code >= 300) {
+        const char *msg = json_string_value(json_object_get(r, "message"));
+        api_reply_error(a, code, "%s", msg ? msg : "refused");
+    } else if (code >= 200) {
+        json_object_del(r, "code");
+        json_object_del(r, "notify");
+        api_reply_json(a, code, json_incref(r));
+    } else {
+        api_reply_error(a, 500, "unexpected answer from the database");
+    }
+    json_decref(r);
+}
+
+int64_t api_parse_id(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 18 || strspn(s, "0123456789") != n) return 0;
+    return strtoll(s, NULL, 10);
 }
 
 /* ---- JSON body validation ---------------------------------------------------------- */
 
 /* Parses the body as a JSON object and refuses fields other than the allowed ones. */
-static int parse_body(api_req_t *a, const char *const *allowed) {
+int api_parse_body(api_req_t *a, const char *const *allowed) {
     size_t len;
     const char *body = weir_http_req_body(a->http, &len);
     json_error_t err;
     a->body = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
     if (!a->body) {
-        reply_error(a, 400, "request body is not valid JSON: %s (line %d, column %d)", err.text, err.line,
+        api_reply_error(a, 400, "request body is not valid JSON: %s (line %d, column %d)", err.text, err.line,
                     err.column);
         return -1;
     }
     if (!json_is_object(a->body)) {
-        reply_error(a, 400, "request body must be a JSON object");
+        api_reply_error(a, 400, "request body must be a JSON object");
         return -1;
     }
     const char *key;
@@ -110,7 +104,7 @@ static int parse_body(api_req_t *a, const char *const *allowed) {
         int known = 0;
         for (const char *const *k = allowed; *k && !known; k++) known = !strcmp(*k, key);
         if (!known) {
-            reply_error(a, 400, "unknown field \"%s\" in request body", key);
+            api_reply_error(a, 400, "unknown field \"%s\" in request body", key);
             return -1;
         }
     }
@@ -118,32 +112,43 @@ static int parse_body(api_req_t *a, const char *const *allowed) {
 }
 
 /* A string field; required ones missing or of the wrong type are a 400 naming the field. */
-static const char *body_string(api_req_t *a, const char *field, int required, size_t maxlen, int *bad) {
+const char *api_body_string(api_req_t *a, const char *field, int required, size_t maxlen, int *bad) {
     json_t *v = json_object_get(a->body, field);
     if (!v && !required) return NULL;
     if (!json_is_string(v)) {
-        reply_error(a, 400, "field \"%s\" %s a string", field, v ? "must be" : "is required and must be");
+        api_reply_error(a, 400, "field \"%s\" %s a string", field, v ? "must be" : "is required and must be");
         *bad = 1;
         return NULL;
     }
     if (json_string_length(v) > maxlen) {
-        reply_error(a, 400, "field \"%s\" is longer than %zu bytes", field, maxlen);
+        api_reply_error(a, 400, "field \"%s\" is longer than %zu bytes", field, maxlen);
         *bad = 1;
         return NULL;
     }
     return json_string_value(v);
 }
 
+int api_body_int(api_req_t *a, const char *field, int64_t lo, int64_t hi, int64_t *out) {
+    json_t *v = json_object_get(a->body, field);
+    if (!v) return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi) {
+        api_reply_error(a, 400, "field \"%s\" must be an integer from %lld to %lld", field, (long long)lo, (long long)hi);
+        return -1;
+    }
+    *out = json_integer_value(v);
+    return 0;
+}
+
 /* Pipeline names as the schema allows them; anything else in a path is refused before SQL sees it. */
-static int valid_name(const char *s) {
+int api_valid_name(const char *s) {
     size_t n = strlen(s);
     return n >= 1 && n <= 63 && s[0] >= 'a' && s[0] <= 'z' && strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_-") == n;
 }
 
 /* Answers 400 unless the path's pipeline name is valid; 0 when it is. */
 static int check_name_arg(api_req_t *a) {
-    if (valid_name(a->args[0])) return 0;
-    reply_error(a, 400, "invalid pipeline name in the path: use lowercase letters, digits, \"-\" and \"_\"");
+    if (api_valid_name(a->args[0])) return 0;
+    api_reply_error(a, 400, "invalid pipeline name in the path: use lowercase letters, digits, \"-\" and \"_\"");
     return -1;
 }
 
@@ -156,7 +161,7 @@ static void compile_work(uv_work_t *w) {
 
 static void apply_done(weir_db_tx_t *tx, int status, void *data) {
     api_req_t *a = data;
-    if (status) { reply_db_error(a, tx, status); return; }
+    if (status) { api_reply_db_error(a, tx, status); return; }
     int created = weir_db_rows(tx, 1) > 0;
     int changed = weir_db_rows(tx, 2) > 0;
     json_t *out = json_pack("{s:s, s:s, s:i, s:b, s:b, s:i}", "pipeline",
@@ -164,7 +169,7 @@ static void apply_done(weir_db_tx_t *tx, int status, void *data) {
                             a->compiled.version, "seq", atoi(weir_db_value(tx, 4, 0, 0)), "created", created,
                             "current_changed", changed, "tasks",
                             (int)json_array_size(json_object_get(a->compiled.plan, "tasks")));
-    reply_json(a, created ? 201 : 200, out);
+    api_reply_json(a, created ? 201 : 200, out);
 }
 
 /* Compiles waiting for the thread pool; beyond this an apply gets 503, so that the queue,
@@ -174,7 +179,7 @@ static void apply_done(weir_db_tx_t *tx, int status, void *data) {
 static void apply_compiled(uv_work_t *w, int status) {
     api_req_t *a = w->data;
     a->s->compiling--;
-    if (status) { reply_error(a, 503, "scheduler is stopping"); return; }
+    if (status) { api_reply_error(a, 503, "scheduler is stopping"); return; }
     if (a->compiled.nerrors || !a->compiled.plan) {
         json_t *errors = json_array();
         char *lines = a->compiled.errors ? a->compiled.errors : "";
@@ -186,16 +191,16 @@ static void apply_compiled(uv_work_t *w, int status) {
         }
         json_t *out = json_pack("{s:{s:i, s:s, s:o}}", "error", "status", 422, "message",
                                 "pipeline does not compile", "errors", errors);
-        reply_json(a, 422, out);
+        api_reply_json(a, 422, out);
         return;
     }
-    if (!a->s->db) { reply_error(a, 503, "scheduler is stopping"); return; }
+    if (!a->s->db) { api_reply_error(a, 503, "scheduler is stopping"); return; }
     json_t *plan = a->compiled.plan;
     const char *name = json_string_value(json_object_get(plan, "name"));
     char ntasks[32];
     snprintf(ntasks, sizeof ntasks, "%zu", json_array_size(json_object_get(plan, "tasks")));
     weir_db_tx_t *tx = weir_db_tx_new(a->s->db);
-    if (!tx) { reply_error(a, 500, "out of memory"); return; }
+    if (!tx) { api_reply_error(a, 500, "out of memory"); return; }
     const char *version = a->compiled.version;
     /* 0: create the pipeline or lock its row, so that concurrent applies number versions in turn. */
     weir_db_tx_add(tx,
@@ -242,37 +247,37 @@ static void apply_compiled(uv_work_t *w, int status) {
     }
     /* 4: the version's number, whether new or not. */
     weir_db_tx_add(tx, "SELECT seq FROM pipeline_versions WHERE id = $1", 1, (const char *[]){version});
-    submit(a, tx, apply_done);
+    api_submit(a, tx, apply_done);
 }
 
 static void api_apply(api_req_t *a) {
     static const char *const fields[] = {"source", "filename", NULL};
-    if (parse_body(a, fields)) return;
+    if (api_parse_body(a, fields)) return;
     int bad = 0;
-    const char *source = body_string(a, "source", 1, SIZE_MAX, &bad);
+    const char *source = api_body_string(a, "source", 1, SIZE_MAX, &bad);
     if (bad) return;
-    const char *filename = body_string(a, "filename", 0, sizeof a->filename - 1, &bad);
+    const char *filename = api_body_string(a, "filename", 0, sizeof a->filename - 1, &bad);
     if (bad) return;
     if (strlen(source) != json_string_length(json_object_get(a->body, "source"))) {
-        reply_error(a, 400, "field \"source\" contains a NUL byte");
+        api_reply_error(a, 400, "field \"source\" contains a NUL byte");
         return;
     }
     for (const char *p = filename; p && *p; p++) {
         /* it is echoed in error lines and shown by the CLI: no forged lines, no terminal escapes */
         if ((unsigned char)*p < 0x20 || *p == 0x7f) {
-            reply_error(a, 400, "field \"filename\" contains control characters");
+            api_reply_error(a, 400, "field \"filename\" contains control characters");
             return;
         }
     }
     snprintf(a->filename, sizeof a->filename, "%s", filename && *filename ? filename : "pipeline.lua");
-    if (!(a->source = strdup(source))) { reply_error(a, 500, "out of memory"); return; }
+    if (!(a->source = strdup(source))) { api_reply_error(a, 500, "out of memory"); return; }
     if (a->s->compiling >= MAX_COMPILING) {
-        reply_error(a, 503, "%d pipelines are being compiled; retry shortly", MAX_COMPILING);
+        api_reply_error(a, 503, "%d pipelines are being compiled; retry shortly", MAX_COMPILING);
         return;
     }
     a->work.data = a;
     if (uv_queue_work(a->s->loop, &a->work, compile_work, apply_compiled)) {
-        reply_error(a, 503, "scheduler is stopping");
+        api_reply_error(a, 503, "scheduler is stopping");
         return;
     }
     a->s->compiling++;
@@ -281,21 +286,21 @@ static void api_apply(api_req_t *a) {
 /* Reads: the database builds the JSON documents; the handler passes them through. */
 static void read_done(weir_db_tx_t *tx, int status, void *data) {
     api_req_t *a = data;
-    if (status) { reply_db_error(a, tx, status); return; }
+    if (status) { api_reply_db_error(a, tx, status); return; }
     if (weir_db_rows(tx, 0) == 0 || PQgetisnull(weir_db_tx_result(tx, 0), 0, 0)) {
         if (a->args[1][0])
-            reply_error(a, 404, "pipeline \"%s\" has no version \"%s\"", a->args[0], a->args[1]);
+            api_reply_error(a, 404, "pipeline \"%s\" has no version \"%s\"", a->args[0], a->args[1]);
         else
-            reply_error(a, 404, "no pipeline named \"%s\"", a->args[0]);
+            api_reply_error(a, 404, "no pipeline named \"%s\"", a->args[0]);
         return;
     }
-    reply_raw_json(a, 200, weir_db_value(tx, 0, 0, 0));
+    api_reply_raw(a, 200, weir_db_value(tx, 0, 0, 0));
 }
 
 static void read_query(api_req_t *a, const char *sql, int nparams, const char *const *params) {
     weir_db_tx_t *tx = weir_db_tx_new(a->s->db);
     if (tx) weir_db_tx_add(tx, sql, nparams, params);
-    submit(a, tx, read_done);
+    api_submit(a, tx, read_done);
 }
 
 #define PIPELINE_SUMMARY                                                                                 \
@@ -332,7 +337,7 @@ static void api_show_version(api_req_t *a) {
     int digits = n > 0 && n <= 9 && strspn(ref, "0123456789") == n;
     int hex = n >= 8 && n <= 64 && strspn(ref, "0123456789abcdef") == n;
     if (strcmp(ref, "current") && !digits && !hex) {
-        reply_error(a, 400, "version \"%s\" is not \"current\", a version number, or an id prefix of 8+ hex digits",
+        api_reply_error(a, 400, "version \"%s\" is not \"current\", a version number, or an id prefix of 8+ hex digits",
                     ref);
         return;
     }
@@ -352,9 +357,9 @@ static void api_show_version(api_req_t *a) {
 
 static void api_healthz(api_req_t *a) {
     if (a->s->db && weir_db_connected(a->s->db))
-        reply_json(a, 200, json_pack("{s:s, s:s}", "status", "ok", "database", "ok"));
+        api_reply_json(a, 200, json_pack("{s:s, s:s}", "status", "ok", "database", "ok"));
     else
-        reply_json(a, 503, json_pack("{s:s, s:s}", "status", "degraded", "database", "unavailable"));
+        api_reply_json(a, 503, json_pack("{s:s, s:s}", "status", "degraded", "database", "unavailable"));
 }
 
 static const route_t routes[] = {
@@ -363,6 +368,24 @@ static const route_t routes[] = {
     {"POST", "/v1/pipelines", ROLE_OPERATOR, api_apply},
     {"GET", "/v1/pipelines/{}", ROLES_READ, api_show_pipeline},
     {"GET", "/v1/pipelines/{}/versions/{}", ROLES_READ, api_show_version},
+    {"POST", "/v1/pipelines/{}/runs", ROLE_OPERATOR, api_trigger},
+    {"GET", "/v1/runs", ROLES_READ, api_list_runs},
+    {"GET", "/v1/runs/{}", ROLES_READ, api_show_run},
+    {"GET", "/v1/runs/{}/events", ROLES_READ, api_run_events},
+    {"POST", "/v1/runs/{}/cancel", ROLE_OPERATOR, api_cancel_run},
+    {"POST", "/v1/runs/{}/retry", ROLE_OPERATOR, api_retry_run},
+    {"POST", "/v1/runs/{}/tasks/{}/cancel", ROLE_OPERATOR, api_cancel_task},
+    {"POST", "/v1/runs/{}/tasks/{}/approve", ROLE_OPERATOR, api_approve_task},
+    {"POST", "/v1/runs/{}/tasks/{}/reject", ROLE_OPERATOR, api_reject_task},
+    {"GET", "/v1/runs/{}/tasks/{}/logs", ROLES_READ, api_task_logs},
+    {"GET", "/v1/workers", ROLES_READ, api_list_workers},
+    {"POST", "/v1/workers", ROLE_WORKER, api_register_worker},
+    {"POST", "/v1/workers/{}/claim", ROLE_WORKER, api_claim},
+    {"POST", "/v1/workers/{}/heartbeat", ROLE_WORKER, api_heartbeat},
+    {"POST", "/v1/workers/{}/attempts/{}/{}/logs", ROLE_WORKER, api_log_chunk},
+    {"POST", "/v1/workers/{}/attempts/{}/{}/complete", ROLE_WORKER, api_complete},
+    {"PUT", "/v1/artifacts/{}", ROLE_WORKER, api_put_artifact},
+    {"GET", "/v1/artifacts/{}", ROLES_ANY, api_get_artifact},
 };
 
 /* ---- routing and auth --------------------------------------------------------------------- */
@@ -391,9 +414,9 @@ static const char *role_name(int role) {
 
 static void auth_done(weir_db_tx_t *tx, int status, void *data) {
     api_req_t *a = data;
-    if (status) { reply_db_error(a, tx, status); return; }
+    if (status) { api_reply_db_error(a, tx, status); return; }
     if (weir_db_rows(tx, 0) == 0) {
-        reply_error(a, 401, "invalid, expired or revoked token");
+        api_reply_error(a, 401, "invalid, expired or revoked token");
         return;
     }
     const char *role_s = weir_db_value(tx, 0, 0, 0);
@@ -403,7 +426,7 @@ static void auth_done(weir_db_tx_t *tx, int status, void *data) {
         for (int r = ROLE_VIEWER; r <= ROLE_WORKER; r <<= 1)
             if (a->route->roles & r) snprintf(need + strlen(need), sizeof need - strlen(need), "%s%s",
                                               need[0] ? " or " : "", role_name(r));
-        reply_error(a, 403, "%s %s needs the %s role; this token has %s", weir_http_req_method(a->http),
+        api_reply_error(a, 403, "%s %s needs the %s role; this token has %s", weir_http_req_method(a->http),
                     weir_http_req_path(a->http), need, role_s);
         return;
     }
@@ -430,20 +453,20 @@ void weir_api_handle(weir_http_req_t *req, void *data) {
         break;
     }
     if (!a->route) {
-        if (path_known) reply_error(a, 405, "method %s is not allowed on %s", method, path);
-        else reply_error(a, 404, "no route for %s %s", method, path);
+        if (path_known) api_reply_error(a, 405, "method %s is not allowed on %s", method, path);
+        else api_reply_error(a, 404, "no route for %s %s", method, path);
         return;
     }
     if (!a->route->roles) { a->route->fn(a); return; }
     const char *auth = weir_http_req_header(req, "authorization");
     if (!auth || strncasecmp(auth, "Bearer ", 7) || !auth[7]) {
-        reply_error(a, 401, "missing bearer token: pass --token, set WEIR_TOKEN, or run `weir up`");
+        api_reply_error(a, 401, "missing bearer token: pass --token, set WEIR_TOKEN, or run `weir up`");
         return;
     }
     const char *token = auth + 7;
     while (*token == ' ') token++;
-    if (strlen(token) > 256) { reply_error(a, 401, "invalid, expired or revoked token"); return; }
-    if (!s->db) { reply_error(a, 503, "scheduler is stopping"); return; }
+    if (strlen(token) > 256) { api_reply_error(a, 401, "invalid, expired or revoked token"); return; }
+    if (!s->db) { api_reply_error(a, 503, "scheduler is stopping"); return; }
     char hash[65];
     weir_sha256_hex(token, strlen(token), hash);
     weir_db_tx_t *tx = weir_db_tx_new(s->db);
@@ -452,5 +475,5 @@ void weir_api_handle(weir_http_req_t *req, void *data) {
                        "SELECT role, name FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL "
                        "AND (expires_at IS NULL OR expires_at > now())",
                        1, (const char *[]){hash});
-    submit(a, tx, auth_done);
+    api_submit(a, tx, auth_done);
 }

@@ -66,6 +66,7 @@ struct weir_http_req_s {
     weir_buf_t hdrs;          /* name\0value\0name\0value\0... in arrival order */
     weir_buf_t body;
     void *data;
+    char extra[512]; /* response headers a handler added, each "Name: value\r\n" */
 };
 
 struct conn_s {
@@ -121,8 +122,8 @@ typedef struct {
 
 static void conn_close(conn_t *c);
 static void conn_fail(conn_t *c, int status);
-static void conn_send(conn_t *c, int status, const char *content_type, const char *body, size_t len,
-                      int keep_alive, int head_only, int http10);
+static void conn_send(conn_t *c, int status, const char *content_type, const char *extra, const char *body,
+                      size_t len, int keep_alive, int head_only, int http10);
 
 static void conn_on_timer(uv_timer_t *t);
 
@@ -560,8 +561,8 @@ static void conn_on_timer(uv_timer_t *t) {
 
 static int status_has_body(int status) { return status >= 200 && status != 204 && status != 304; }
 
-static void conn_send(conn_t *c, int status, const char *content_type, const char *body, size_t len,
-                      int keep_alive, int head_only, int http10) {
+static void conn_send(conn_t *c, int status, const char *content_type, const char *extra, const char *body,
+                      size_t len, int keep_alive, int head_only, int http10) {
     if (status < 100 || status > 999) {
         weir_log_error("http: handler answered with status %d; sending 500 instead", status);
         status = 500;
@@ -576,12 +577,13 @@ static void conn_send(conn_t *c, int status, const char *content_type, const cha
     char clen[48] = "";
     if (has_body) snprintf(clen, sizeof clen, "Content-Length: %zu\r\n", len);
     const char *conn_hdr = !keep_alive ? "Connection: close\r\n" : http10 ? "Connection: keep-alive\r\n" : "";
-    const char *fmt = "HTTP/1.1 %d %s\r\n%s%s%s%s%s\r\n";
+    const char *fmt = "HTTP/1.1 %d %s\r\n%s%s%s%s%s%s\r\n";
+    if (!extra) extra = "";
     const char *ct_name = content_type ? "Content-Type: " : "";
     const char *ct_val = content_type ? content_type : "";
     const char *ct_end = content_type ? "\r\n" : "";
     const char *reason = weir_http_reason(status);
-    int hn = snprintf(NULL, 0, fmt, status, reason, ct_name, ct_val, ct_end, clen, conn_hdr);
+    int hn = snprintf(NULL, 0, fmt, status, reason, ct_name, ct_val, ct_end, clen, extra, conn_hdr);
     size_t blen = has_body && !head_only ? len : 0;
     http_write_t *w = hn < 0 ? NULL : malloc(sizeof *w + (size_t)hn + 1 + blen);
     if (!w) {
@@ -589,7 +591,7 @@ static void conn_send(conn_t *c, int status, const char *content_type, const cha
         conn_close(c);
         return;
     }
-    snprintf(w->data, (size_t)hn + 1, fmt, status, reason, ct_name, ct_val, ct_end, clen, conn_hdr);
+    snprintf(w->data, (size_t)hn + 1, fmt, status, reason, ct_name, ct_val, ct_end, clen, extra, conn_hdr);
     if (blen) memcpy(w->data + hn, body, blen);
     w->conn = c;
     w->final = 1;
@@ -653,7 +655,7 @@ static void conn_fail(conn_t *c, int status) {
     c->fail_status = 0;
     c->complete = 0;
     char *body = error_body(status, msg);
-    conn_send(c, status, "application/json", body ? body : "", body ? strlen(body) : 0, 0, 0, 0);
+    conn_send(c, status, "application/json", NULL, body ? body : "", body ? strlen(body) : 0, 0, 0, 0);
     free(body);
 }
 
@@ -666,10 +668,23 @@ void weir_http_respond(weir_http_req_t *r, int status, const char *content_type,
         int head_only = r->method && !strcmp(r->method, "HEAD");
         int http10 = r->http_major == 1 && r->http_minor == 0;
         /* body may point into r (an echo): conn_send copies it before r goes */
-        conn_send(c, status, content_type, body, len, keep, head_only, http10);
+        conn_send(c, status, content_type, r->extra, body, len, keep, head_only, http10);
     }
     req_free(r);
 }
+
+int weir_http_req_add_header(weir_http_req_t *r, const char *name, const char *value) {
+    if (!r || strpbrk(name, "\r\n:") || strpbrk(value, "\r\n")) return WEIR_EINVAL;
+    size_t used = strlen(r->extra);
+    int n = snprintf(r->extra + used, sizeof r->extra - used, "%s: %s\r\n", name, value);
+    if (n < 0 || (size_t)n >= sizeof r->extra - used) {
+        r->extra[used] = '\0';
+        return WEIR_ELIMIT;
+    }
+    return 0;
+}
+
+int weir_http_req_gone(const weir_http_req_t *r) { return !r || !r->conn; }
 
 void weir_http_respond_json(weir_http_req_t *r, int status, json_t *body) {
     char *s = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;

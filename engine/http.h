@@ -61,6 +61,12 @@ int weir_http_req_query_param(const weir_http_req_t *r, const char *name, char *
 void weir_http_req_set_data(weir_http_req_t *r, void *data);
 void *weir_http_req_data(const weir_http_req_t *r);
 
+/* Adds a response header (sent with whichever respond call follows); at most 512 bytes in all.
+ * 0, WEIR_EINVAL for a name or value with line breaks, WEIR_ELIMIT when full. */
+int weir_http_req_add_header(weir_http_req_t *r, const char *name, const char *value);
+/* 1 when the client's connection has gone: an answer would be dropped. */
+int weir_http_req_gone(const weir_http_req_t *r);
+
 /* Sends the response and releases the request. */
 void weir_http_respond(weir_http_req_t *r, int status, const char *content_type, const char *body, size_t len);
 /* Serializes body (steals the reference) as application/json. */

@@ -5,6 +5,7 @@
 #define WEIR_ENGINE_SCHED_H
 
 #include "dsl/dsl.h"
+#include "engine/batch.h"
 #include "engine/db.h"
 #include "engine/http.h"
 
@@ -15,7 +16,14 @@ typedef struct {
     const char *port_file;       /* if set, the bound port is written there once listening */
     weir_http_limits_t http;
     weir_dsl_limits_t dsl;
+    int lease_ms;                /* a claim's lease, renewed by heartbeats; default 15000 */
+    long long max_log_bytes;     /* log kept per attempt; default 64 MiB */
+    const char *artifacts_dir;   /* content-addressed store; default $WEIR_HOME/artifacts */
+    int tick_ms;                 /* how often timers (leases, backoffs, deadlines) are checked; default 200 */
 } weir_sched_opts_t;
+
+typedef struct weir_waiter_s weir_waiter_t;   /* a worker's open long-poll claim (engine/work.c) */
+typedef struct weir_notice_s weir_notice_t;   /* a cancel for a worker with no claim open */
 
 typedef struct weir_sched_s {
     uv_loop_t *loop;
@@ -25,6 +33,18 @@ typedef struct weir_sched_s {
     uv_signal_t sigint, sigterm;
     unsigned compiling;          /* applies queued or running on the thread pool */
     int stopping;
+    weir_batch_t *batch;         /* group commit of every state change */
+    uv_timer_t tick;
+    unsigned long long ticks;
+    int tick_inflight;
+    int lease_ms, tick_ms;
+    long long max_log_bytes;
+    char artifacts_dir[1024];
+    weir_waiter_t *waiters;      /* open claims, one per worker at most */
+    weir_notice_t *notices;      /* undelivered cancels, bounded */
+    unsigned nnotices;
+    unsigned gates_inflight;     /* gate evaluations under way */
+    int gate_probing;            /* a search for ready gates is in a batch */
 } weir_sched_t;
 
 /* Verifies the schema, connects, listens, and runs until SIGINT or SIGTERM.
@@ -33,5 +53,15 @@ int weir_sched_run(const weir_sched_opts_t *opts);
 
 /* The HTTP handler (engine/api.c); data is the weir_sched_t. */
 void weir_api_handle(weir_http_req_t *req, void *data);
+
+/* engine/work.c: the batch hook (offers ready work to waiting claims), the timer tick, the
+ * delivery of cancels to workers, and the release of open claims at shutdown. */
+void weir_work_batch_hook(weir_batch_t *b, int wakes, void *data);
+void weir_work_tick(weir_sched_t *s);
+void weir_work_offer(weir_sched_t *s);
+void weir_work_notify(weir_sched_t *s, json_t *notify);
+void weir_work_stop(weir_sched_t *s);
+/* engine/gate.c: decides gates that became ready (kind gate, state queued on queue ''). */
+void weir_gate_probe(weir_sched_t *s);
 
 #endif

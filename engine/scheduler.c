@@ -13,13 +13,23 @@
 
 static void on_closed(void *data) { (void)data; }
 
+static void on_tick(uv_timer_t *t) {
+    weir_sched_t *s = t->data;
+    if (!s->stopping) weir_work_tick(s);
+}
+
 static void on_signal(uv_signal_t *h, int signum) {
     weir_sched_t *s = h->data;
     if (s->stopping) return;
     s->stopping = 1;
     weir_log_info("scheduler: %s received, stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    uv_timer_stop(&s->tick);
+    uv_close((uv_handle_t *)&s->tick, NULL);
+    weir_work_stop(s);
     weir_http_server_free(s->http, on_closed, NULL);
     s->http = NULL;
+    /* operations not yet sent fail (503); those in flight complete or fail with the connection */
+    weir_batch_free(s->batch);
     weir_db_free(s->db, on_closed, NULL);
     s->db = NULL;
     uv_close((uv_handle_t *)&s->sigint, NULL);
@@ -53,8 +63,16 @@ int weir_sched_run(const weir_sched_opts_t *o) {
     memset(&s, 0, sizeof s);
     s.loop = uv_default_loop();
     s.dsl = o->dsl;
+    s.lease_ms = o->lease_ms > 0 ? o->lease_ms : 15000;
+    s.tick_ms = o->tick_ms > 0 ? o->tick_ms : 200;
+    s.max_log_bytes = o->max_log_bytes > 0 ? o->max_log_bytes : 64LL << 20;
+    snprintf(s.artifacts_dir, sizeof s.artifacts_dir, "%s", o->artifacts_dir ? o->artifacts_dir : "weir-artifacts");
     if ((rc = weir_db_new(s.loop, o->database, &s.db))) {
         fprintf(stderr, "weir scheduler: %s\n", weir_strerror(rc));
+        return 1;
+    }
+    if (!(s.batch = weir_batch_new(s.loop, s.db, weir_work_batch_hook, &s))) {
+        fprintf(stderr, "weir scheduler: out of memory\n");
         return 1;
     }
     char msg[256];
@@ -62,6 +80,7 @@ int weir_sched_run(const weir_sched_opts_t *o) {
                               &s.http, msg, sizeof msg);
     if (rc) {
         fprintf(stderr, "weir scheduler: %s\n", msg);
+        weir_batch_free(s.batch);
         weir_db_free(s.db, on_closed, NULL);
         uv_run(s.loop, UV_RUN_DEFAULT);
         return 1;
@@ -77,6 +96,9 @@ int weir_sched_run(const weir_sched_opts_t *o) {
     s.sigint.data = s.sigterm.data = &s;
     uv_signal_start(&s.sigint, on_signal, SIGINT);
     uv_signal_start(&s.sigterm, on_signal, SIGTERM);
+    uv_timer_init(s.loop, &s.tick);
+    s.tick.data = &s;
+    uv_timer_start(&s.tick, on_tick, 0, (uint64_t)s.tick_ms);
     uv_run(s.loop, UV_RUN_DEFAULT);
     uv_loop_close(s.loop);
     weir_log_info("scheduler: stopped");

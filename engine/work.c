@@ -1,0 +1,459 @@
+/* work.c — the scheduler's side of the worker protocol (docs/protocol.md): registration,
+ * long-poll claims, batched heartbeats, log chunks, completions, and the timer tick.
+ *
+ * Hand-off: a worker keeps one claim open. Any batch that may make tasks ready (a completion,
+ * a new run, an approval) carries, after its own statements, a claim for every waiting worker,
+ * so a task that becomes ready is leased in the very transaction that readied it and handed
+ * over as soon as that transaction commits — no polling interval. The state machine itself
+ * is in SQL (migrations/0002_execution.sql); this file moves requests to it and answers. */
+#include "engine/api.h"
+#include "common/error.h"
+#include "common/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum {
+    MAX_NOTICES = 4096,   /* cancels kept for workers with no claim open; heartbeats cover the rest */
+    MAX_OFFERS = 64,      /* waiting claims tried in one batch */
+    MAX_WAIT_MS = 60000,
+    MAX_LOG_CHUNK = 1024 * 1024
+};
+
+struct weir_waiter_s {
+    weir_waiter_t *prev, *next;
+    api_req_t *a;
+    int64_t worker;
+    int free_slots, free_gpu;
+    int64_t free_memory;
+    uint64_t deadline;    /* uv_now() ms */
+    int in_batch;         /* its claim statement is in a transaction: answer only when it returns */
+    json_t *cancels;      /* [{task_id, attempt, reason}] to deliver with the answer */
+};
+
+struct weir_notice_s {
+    weir_notice_t *next;
+    int64_t worker, task;
+    int attempt;
+};
+
+static void waiter_unlink(weir_sched_t *s, weir_waiter_t *w) {
+    if (w->prev) w->prev->next = w->next;
+    else s->waiters = w->next;
+    if (w->next) w->next->prev = w->prev;
+}
+
+/* Answers the claim with these tasks (a JSON array, borrowed; NULL for none) and frees it. */
+static void waiter_answer(weir_sched_t *s, weir_waiter_t *w, json_t *tasks) {
+    waiter_unlink(s, w);
+    json_t *out = json_object();
+    json_object_set_new(out, "tasks", tasks ? json_incref(tasks) : json_array());
+    json_object_set_new(out, "cancel", w->cancels ? w->cancels : json_array());
+    api_reply_json(w->a, 200, out);
+    free(w);
+}
+
+static weir_waiter_t *waiter_find(weir_sched_t *s, int64_t worker) {
+    for (weir_waiter_t *w = s->waiters; w; w = w->next)
+        if (w->worker == worker) return w;
+    return NULL;
+}
+
+static void add_cancel(weir_waiter_t *w, int64_t task, int attempt, const char *reason) {
+    if (!w->cancels) w->cancels = json_array();
+    json_array_append_new(w->cancels, json_pack("{s:I, s:i, s:s}", "task_id", (json_int_t)task, "attempt", attempt,
+                                                "reason", reason));
+}
+
+/* ---- claims ------------------------------------------------------------------------------ */
+
+static void claim_done(weir_db_tx_t *tx, int i, int status, void *data) {
+    weir_waiter_t *w = data;
+    weir_sched_t *s = w->a->s;
+    w->in_batch = 0;
+    if (status) {
+        waiter_unlink(s, w);
+        json_decref(w->cancels);
+        api_reply_db_error(w->a, tx, status);
+        free(w);
+        return;
+    }
+    json_t *r = json_loads(weir_db_value(tx, i, 0, 0), 0, NULL);
+    int code = (int)json_integer_value(json_object_get(r, "code"));
+    if (code != 200) {
+        waiter_unlink(s, w);
+        json_decref(w->cancels);
+        const char *msg = json_string_value(json_object_get(r, "message"));
+        api_reply_error(w->a, code >= 400 ? code : 500, "%s", msg ? msg : "claim failed");
+        free(w);
+        json_decref(r);
+        return;
+    }
+    json_t *tasks = json_object_get(r, "tasks");
+    size_t n = json_array_size(tasks);
+    if (n > 0 || w->cancels || s->stopping || uv_now(s->loop) >= w->deadline ||
+        weir_http_req_gone(w->a->http))
+        waiter_answer(s, w, n ? tasks : NULL);
+    json_decref(r);
+}
+
+/* Adds the waiter's claim statement to the batch being gathered. */
+static void offer_one(weir_sched_t *s, weir_waiter_t *w) {
+    char worker[24], slots[16], gpu[16], mem[24], lease[16];
+    snprintf(worker, sizeof worker, "%lld", (long long)w->worker);
+    snprintf(slots, sizeof slots, "%d", w->free_slots);
+    snprintf(gpu, sizeof gpu, "%d", w->free_gpu);
+    snprintf(mem, sizeof mem, "%lld", (long long)w->free_memory);
+    snprintf(lease, sizeof lease, "%d", s->lease_ms);
+    if (weir_batch_add(s->batch, "SELECT weir_claim($1, $2, $3, $4, $5)", 5,
+                       (const char *[]){worker, slots, gpu, mem, lease}, 0, claim_done, w) == 0)
+        w->in_batch = 1;
+}
+
+void weir_work_offer(weir_sched_t *s) {
+    int n = 0;
+    for (weir_waiter_t *w = s->waiters, *next; w && n < MAX_OFFERS; w = next) {
+        next = w->next;
+        if (w->in_batch || w->free_slots <= 0) continue;
+        if (weir_http_req_gone(w->a->http)) { waiter_answer(s, w, NULL); continue; } /* never lease to a closed claim */
+        offer_one(s, w);
+        n++;
+    }
+}
+
+void weir_work_batch_hook(weir_batch_t *b, int wakes, void *data) {
+    (void)b;
+    weir_sched_t *s = data;
+    if (!wakes) return;
+    weir_work_offer(s);
+    weir_gate_probe(s);
+}
+
+void api_claim(api_req_t *a) {
+    weir_sched_t *s = a->s;
+    int64_t worker = api_parse_id(a->args[0]);
+    if (!worker) { api_reply_error(a, 400, "invalid worker id in the path"); return; }
+    static const char *const fields[] = {"free_slots", "free_gpu", "free_memory_bytes", "wait_ms", NULL};
+    if (api_parse_body(a, fields)) return;
+    int64_t slots = 0, gpu = 0, mem = 0, wait = 20000;
+    if (api_body_int(a, "free_slots", 0, 1024, &slots) || api_body_int(a, "free_gpu", 0, 1024, &gpu) ||
+        api_body_int(a, "free_memory_bytes", 0, INT64_MAX, &mem) || api_body_int(a, "wait_ms", 0, MAX_WAIT_MS, &wait))
+        return;
+    if (s->stopping) { api_reply_error(a, 503, "scheduler is stopping"); return; }
+    weir_waiter_t *old = waiter_find(s, worker);
+    if (old && !old->in_batch) waiter_answer(s, old, NULL); /* a worker holds one claim: the newer wins */
+    weir_waiter_t *w = calloc(1, sizeof *w);
+    if (!w) { api_reply_error(a, 500, "out of memory"); return; }
+    w->a = a;
+    w->worker = worker;
+    w->free_slots = (int)slots;
+    w->free_gpu = (int)gpu;
+    w->free_memory = mem;
+    w->deadline = uv_now(s->loop) + (uint64_t)wait;
+    w->next = s->waiters;
+    if (s->waiters) s->waiters->prev = w;
+    s->waiters = w;
+    /* cancels that arrived while this worker had no claim open */
+    for (weir_notice_t **p = &s->notices; *p;) {
+        weir_notice_t *n = *p;
+        if (n->worker != worker) { p = &n->next; continue; }
+        add_cancel(w, n->task, n->attempt, "cancelled");
+        *p = n->next;
+        free(n);
+        s->nnotices--;
+    }
+    if (w->cancels || slots == 0) {
+        if (w->cancels) { waiter_answer(s, w, NULL); return; }
+        /* Only waiting for cancels; still check the worker exists, so a stale id learns to register. */
+    }
+    offer_one(s, w);
+    if (!w->in_batch) {
+        waiter_unlink(s, w);
+        free(w);
+        api_reply_error(a, 503, "scheduler is overloaded; retry shortly");
+    }
+}
+
+void weir_work_notify(weir_sched_t *s, json_t *notify) {
+    size_t i;
+    json_t *n;
+    json_array_foreach(notify, i, n) {
+        int64_t worker = json_integer_value(json_object_get(n, "worker_id"));
+        int64_t task = json_integer_value(json_object_get(n, "task_id"));
+        int attempt = (int)json_integer_value(json_object_get(n, "attempt"));
+        if (!worker) continue;
+        weir_waiter_t *w = waiter_find(s, worker);
+        if (w) {
+            add_cancel(w, task, attempt, "cancelled");
+            if (!w->in_batch) waiter_answer(s, w, NULL);
+            continue;
+        }
+        if (s->nnotices >= MAX_NOTICES) continue; /* the worker's next heartbeat says it too */
+        weir_notice_t *x = malloc(sizeof *x);
+        if (!x) continue;
+        x->worker = worker;
+        x->task = task;
+        x->attempt = attempt;
+        x->next = s->notices;
+        s->notices = x;
+        s->nnotices++;
+    }
+}
+
+void weir_work_stop(weir_sched_t *s) {
+    for (weir_waiter_t *w = s->waiters, *next; w; w = next) {
+        next = w->next;
+        if (!w->in_batch) waiter_answer(s, w, NULL);
+    }
+    while (s->notices) {
+        weir_notice_t *n = s->notices;
+        s->notices = n->next;
+        free(n);
+    }
+    s->nnotices = 0;
+}
+
+/* ---- answers from state-machine functions ------------------------------------------------ */
+
+/* Replies with a function's jsonb result after commit, and tells workers about cancels in it. */
+static void result_done(weir_db_tx_t *tx, int i, int status, void *data) {
+    api_req_t *a = data;
+    if (status) { api_reply_db_error(a, tx, status); return; }
+    const char *v = weir_db_value(tx, i, 0, 0);
+    if (strstr(v, "\"notify\"")) {
+        json_t *r = json_loads(v, 0, NULL);
+        weir_work_notify(a->s, json_object_get(r, "notify"));
+        json_decref(r);
+    }
+    api_reply_result(a, v);
+}
+
+/* Queues one call for this request; answers 503 when the queue is full. */
+int api_call(api_req_t *a, const char *sql, int nparams, const char *const *params, unsigned flags) {
+    int rc = weir_batch_add(a->s->batch, sql, nparams, params, flags, result_done, a);
+    if (rc) api_reply_error(a, 503, "scheduler is overloaded (%s); retry shortly", weir_strerror(rc));
+    return rc;
+}
+
+/* ---- registration and heartbeats ------------------------------------------------------------ */
+
+static void register_done(weir_db_tx_t *tx, int i, int status, void *data) {
+    api_req_t *a = data;
+    if (status) { api_reply_db_error(a, tx, status); return; }
+    json_t *out = json_pack("{s:I, s:i, s:i}", "worker_id", (json_int_t)strtoll(weir_db_value(tx, i, 0, 0), NULL, 10),
+                            "lease_ms", a->s->lease_ms, "heartbeat_ms", a->s->lease_ms / 3);
+    api_reply_json(a, 201, out);
+}
+
+void api_register_worker(api_req_t *a) {
+    static const char *const fields[] = {"name", "slots", "queues", "gpu", "memory_bytes", "labels", "version", NULL};
+    if (api_parse_body(a, fields)) return;
+    int bad = 0;
+    const char *name = api_body_string(a, "name", 1, 200, &bad);
+    if (bad) return;
+    const char *version = api_body_string(a, "version", 0, 64, &bad);
+    if (bad) return;
+    int64_t slots = -1, gpu = 0, mem = 0;
+    if (!json_object_get(a->body, "slots")) { api_reply_error(a, 400, "field \"slots\" is required"); return; }
+    if (api_body_int(a, "slots", 1, 1024, &slots) || api_body_int(a, "gpu", 0, 1024, &gpu) ||
+        api_body_int(a, "memory_bytes", 0, INT64_MAX, &mem))
+        return;
+    json_t *queues = json_object_get(a->body, "queues");
+    json_t *labels = json_object_get(a->body, "labels");
+    if (queues && (!json_is_array(queues) || json_array_size(queues) == 0 || json_array_size(queues) > 32)) {
+        api_reply_error(a, 400, "field \"queues\" must be a list of 1 to 32 queue names");
+        return;
+    }
+    size_t qi;
+    json_t *q;
+    json_array_foreach(queues, qi, q) {
+        if (!json_is_string(q) || !api_valid_name(json_string_value(q))) {
+            api_reply_error(a, 400, "field \"queues\": item %zu is not a queue name (lowercase letters, digits, - and _)",
+                            qi + 1);
+            return;
+        }
+    }
+    if (labels && !json_is_object(labels)) { api_reply_error(a, 400, "field \"labels\" must be an object"); return; }
+    char *qs = json_dumps(queues ? queues : json_pack("[s]", "default"), JSON_COMPACT);
+    char *ls = json_dumps(labels ? labels : json_object(), JSON_COMPACT);
+    char sslots[16], sgpu[16], smem[24];
+    snprintf(sslots, sizeof sslots, "%lld", (long long)slots);
+    snprintf(sgpu, sizeof sgpu, "%lld", (long long)gpu);
+    snprintf(smem, sizeof smem, "%lld", (long long)mem);
+    int rc = weir_batch_add(a->s->batch,
+                            "INSERT INTO workers (name, slots, queues, gpu, memory_bytes, labels, version) "
+                            "SELECT $1, $2::int, ARRAY(SELECT jsonb_array_elements_text($3::jsonb)), $4::int, "
+                            "$5::bigint, $6::jsonb, $7 RETURNING id",
+                            7, (const char *[]){name, sslots, qs, sgpu, smem, ls, version ? version : ""}, 0,
+                            register_done, a);
+    free(qs);
+    free(ls);
+    if (rc) api_reply_error(a, 503, "scheduler is overloaded; retry shortly");
+}
+
+void api_heartbeat(api_req_t *a) {
+    int64_t worker = api_parse_id(a->args[0]);
+    if (!worker) { api_reply_error(a, 400, "invalid worker id in the path"); return; }
+    static const char *const fields[] = {"attempts", NULL};
+    if (api_parse_body(a, fields)) return;
+    json_t *list = json_object_get(a->body, "attempts");
+    if (!json_is_array(list) || json_array_size(list) > 4096) {
+        api_reply_error(a, 400, "field \"attempts\" must be a list of at most 4096 {task_id, attempt}");
+        return;
+    }
+    size_t i;
+    json_t *x;
+    json_array_foreach(list, i, x) {
+        if (!json_is_integer(json_object_get(x, "task_id")) || !json_is_integer(json_object_get(x, "attempt"))) {
+            api_reply_error(a, 400, "field \"attempts\": item %zu needs integer \"task_id\" and \"attempt\"", i + 1);
+            return;
+        }
+    }
+    char *s = json_dumps(list, JSON_COMPACT);
+    char sw[24], lease[16];
+    snprintf(sw, sizeof sw, "%lld", (long long)worker);
+    snprintf(lease, sizeof lease, "%d", a->s->lease_ms);
+    api_call(a, "SELECT weir_heartbeat($1, $2::jsonb, $3)", 3, (const char *[]){sw, s ? s : "[]", lease}, 0);
+    free(s);
+}
+
+/* ---- completions and logs ----------------------------------------------------------------- */
+
+/* The worker, task and attempt named by the path; -1 after answering 400. */
+static int attempt_args(api_req_t *a, char *w, char *t, char *n) {
+    int64_t worker = api_parse_id(a->args[0]), task = api_parse_id(a->args[1]), num = api_parse_id(a->args[2]);
+    if (!worker || !task || !num || num > 1000000) {
+        api_reply_error(a, 400, "invalid worker, task or attempt number in the path");
+        return -1;
+    }
+    snprintf(w, 24, "%lld", (long long)worker);
+    snprintf(t, 24, "%lld", (long long)task);
+    snprintf(n, 24, "%lld", (long long)num);
+    return 0;
+}
+
+static int is_sha256(const char *s) { return strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64; }
+
+void api_complete(api_req_t *a) {
+    char w[24], t[24], n[24];
+    if (attempt_args(a, w, t, n)) return;
+    static const char *const fields[] = {"status", "exit_code", "error", "metrics", "outputs", NULL};
+    if (api_parse_body(a, fields)) return;
+    int bad = 0;
+    const char *status = api_body_string(a, "status", 1, 16, &bad);
+    if (bad) return;
+    if (strcmp(status, "succeeded") && strcmp(status, "failed") && strcmp(status, "timed_out")) {
+        api_reply_error(a, 400, "field \"status\" must be \"succeeded\", \"failed\" or \"timed_out\"");
+        return;
+    }
+    const char *error = api_body_string(a, "error", 0, 16384, &bad);
+    if (bad) return;
+    int64_t exit_code = 0;
+    if (api_body_int(a, "exit_code", -1000, 1000, &exit_code)) return;
+    json_t *metrics = json_object_get(a->body, "metrics"), *outputs = json_object_get(a->body, "outputs");
+    if (metrics && !json_is_object(metrics)) { api_reply_error(a, 400, "field \"metrics\" must be an object"); return; }
+    if (outputs && !json_is_object(outputs)) { api_reply_error(a, 400, "field \"outputs\" must be an object"); return; }
+    const char *k;
+    json_t *v;
+    json_object_foreach(outputs, k, v) {
+        if (!json_is_string(v) || !is_sha256(json_string_value(v)) || !*k || strlen(k) > 63) {
+            api_reply_error(a, 400, "field \"outputs\": \"%.63s\" must map an output name to a SHA-256 (64 hex digits)", k);
+            return;
+        }
+    }
+    char *ms = json_dumps(metrics ? metrics : json_object(), JSON_COMPACT);
+    char *os = json_dumps(outputs ? outputs : json_object(), JSON_COMPACT);
+    char code[16];
+    snprintf(code, sizeof code, "%lld", (long long)exit_code);
+    if (ms && strlen(ms) > 65536) {
+        free(ms);
+        free(os);
+        api_reply_error(a, 400, "field \"metrics\" is larger than 64 KiB");
+        return;
+    }
+    api_call(a, "SELECT weir_attempt_complete($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb)", 8,
+             (const char *[]){w, t, n, status, code, error ? error : "", ms ? ms : "{}", os ? os : "{}"},
+             WEIR_BATCH_WAKES);
+    free(ms);
+    free(os);
+}
+
+void api_log_chunk(api_req_t *a) {
+    char w[24], t[24], n[24];
+    if (attempt_args(a, w, t, n)) return;
+    char seq[16] = "";
+    if (!weir_http_req_query_param(a->http, "seq", seq, sizeof seq) || api_parse_id(seq) < 0 ||
+        strspn(seq, "0123456789") != strlen(seq) || !*seq || strlen(seq) > 9) {
+        api_reply_error(a, 400, "query parameter \"seq\" (the chunk's number, from 0) is required");
+        return;
+    }
+    const char *raw = weir_http_req_header(a->http, "x-weir-raw-length");
+    long long raw_len = raw ? strtoll(raw, NULL, 10) : -1;
+    if (!raw || raw_len < 0 || raw_len > MAX_LOG_CHUNK) {
+        api_reply_error(a, 400, "header X-Weir-Raw-Length (the chunk's size before compression, at most 1 MiB) is required");
+        return;
+    }
+    size_t len;
+    const unsigned char *body = (const unsigned char *)weir_http_req_body(a->http, &len);
+    if (len == 0 || len > MAX_LOG_CHUNK + 1024) {
+        api_reply_error(a, 400, "a log chunk is a zlib stream of at most 1 MiB");
+        return;
+    }
+    /* bytea in text form: \x and two hex digits a byte */
+    char *hex = malloc(2 * len + 3);
+    if (!hex) { api_reply_error(a, 500, "out of memory"); return; }
+    static const char digits[] = "0123456789abcdef";
+    hex[0] = '\\';
+    hex[1] = 'x';
+    for (size_t i = 0; i < len; i++) {
+        hex[2 + 2 * i] = digits[body[i] >> 4];
+        hex[3 + 2 * i] = digits[body[i] & 15];
+    }
+    hex[2 + 2 * len] = '\0';
+    char rl[24], cap[24];
+    snprintf(rl, sizeof rl, "%lld", raw_len);
+    snprintf(cap, sizeof cap, "%lld", a->s->max_log_bytes);
+    api_call(a, "SELECT weir_log_append($1, $2, $3, $4, $5, $6::bytea, $7)", 7,
+             (const char *[]){w, t, n, seq, rl, hex, cap}, 0);
+    free(hex);
+}
+
+/* ---- the tick --------------------------------------------------------------------------------- */
+
+static void tick_done(weir_db_tx_t *tx, int i, int status, void *data) {
+    weir_sched_t *s = data;
+    s->tick_inflight = 0;
+    if (status) return; /* the database is away; the next tick tries again */
+    json_t *r = json_loads(weir_db_value(tx, i, 0, 0), 0, NULL);
+    weir_work_notify(s, json_object_get(r, "notify"));
+    long moved = (long)(json_integer_value(json_object_get(r, "lost")) + json_integer_value(json_object_get(r, "retried")) +
+                        json_integer_value(json_object_get(r, "timed_out")) +
+                        json_integer_value(json_object_get(r, "approvals_expired")));
+    if (moved) weir_work_offer(s);
+    if (moved) weir_gate_probe(s);
+    json_decref(r);
+}
+
+static void gone_done(weir_db_tx_t *tx, int i, int status, void *data) { (void)tx, (void)i, (void)status, (void)data; }
+
+void weir_work_tick(weir_sched_t *s) {
+    s->ticks++;
+    uint64_t now = uv_now(s->loop);
+    for (weir_waiter_t *w = s->waiters, *next; w; w = next) {
+        next = w->next;
+        if (!w->in_batch && (now >= w->deadline || weir_http_req_gone(w->a->http))) waiter_answer(s, w, NULL);
+    }
+    if (!s->tick_inflight && weir_batch_add(s->batch, "SELECT weir_tick()", 0, NULL, 0, tick_done, s) == 0)
+        s->tick_inflight = 1;
+    /* every few seconds: workers silent for three leases are gone; gates left by a restart are decided */
+    if (s->ticks % 25 == 0) {
+        char lease[16];
+        snprintf(lease, sizeof lease, "%d", 3 * s->lease_ms);
+        weir_batch_add(s->batch,
+                       "UPDATE workers SET state = 'gone' WHERE state <> 'gone' "
+                       "AND last_heartbeat_at < now() - $1::int * interval '1 ms'",
+                       1, (const char *[]){lease}, 0, gone_done, NULL);
+    }
+    if (s->ticks % 5 == 1) weir_gate_probe(s);
+}

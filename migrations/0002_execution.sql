@@ -1,0 +1,650 @@
+-- 0002_execution.sql — running pipelines: the task state machine as set-based functions.
+--
+-- The scheduler calls these from its group-commit batches (engine/batch.c): many calls from
+-- one loop turn run in one transaction. Every function leaves the database consistent on its
+-- own, writes an events row for each state change it makes, and answers refusals (stale
+-- attempt, wrong state, bad parameter) as a jsonb {"code": N, "message": ...} instead of
+-- raising, so that one refused request never rolls back the others in its batch.
+-- docs/protocol.md is the contract; docs/schema.md describes the columns.
+
+ALTER TABLE tasks
+    ADD COLUMN spec             jsonb NOT NULL DEFAULT '{}',  -- the task's plan entry, copied at run creation
+    ADD COLUMN pos              int NOT NULL DEFAULT 0,       -- its index in the plan (display order)
+    ADD COLUMN grp              text,                         -- foreach group
+    ADD COLUMN upstream_skipped int NOT NULL DEFAULT 0 CHECK (upstream_skipped >= 0),
+    ADD COLUMN failures         int NOT NULL DEFAULT 0 CHECK (failures >= 0),  -- failed or timed-out attempts
+    ADD COLUMN lost             int NOT NULL DEFAULT 0 CHECK (lost >= 0),      -- attempts whose lease expired
+    ADD COLUMN deadline_at      timestamptz;                  -- scheduler-side timeout, approval timeout
+COMMENT ON COLUMN tasks.upstream_failed IS 'upstream tasks that failed, were rejected or cancelled';
+CREATE INDEX tasks_deadline ON tasks (deadline_at) WHERE state IN ('running', 'waiting') AND deadline_at IS NOT NULL;
+
+ALTER TABLE runs
+    ADD COLUMN tasks_total  int NOT NULL DEFAULT 0,
+    ADD COLUMN tasks_done   int NOT NULL DEFAULT 0,
+    ADD COLUMN tasks_failed int NOT NULL DEFAULT 0;
+CREATE INDEX runs_queued ON runs (pipeline_id, id) WHERE state = 'queued';
+
+CREATE INDEX attempts_by_worker ON attempts (worker_id) WHERE state = 'running';
+
+-- An error answer.
+CREATE FUNCTION weir_refuse(p_code int, p_message text) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
+    SELECT jsonb_build_object('code', p_code, 'message', p_message)
+$$;
+
+-- Parameters -----------------------------------------------------------------------------------
+
+-- The run's parameters: every declared one, given values checked against (or parsed as) their
+-- declared type, defaults applied. A refusal names the parameter.
+CREATE FUNCTION weir_run_params(p_decl jsonb, p_given jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    k text; d jsonb; v jsonb; t text; s text; out jsonb := '{}';
+BEGIN
+    IF jsonb_typeof(p_given) <> 'object' THEN
+        RETURN weir_refuse(400, 'field "params" must be an object');
+    END IF;
+    FOR k IN SELECT jsonb_object_keys(p_given) LOOP
+        IF NOT coalesce(p_decl, '{}') ? k THEN
+            RETURN weir_refuse(400, format('unknown parameter "%s" (declared: %s)', k,
+                coalesce((SELECT string_agg(x, ', ' ORDER BY x) FROM jsonb_object_keys(p_decl) x), 'none')));
+        END IF;
+    END LOOP;
+    FOR k, d IN SELECT * FROM jsonb_each(coalesce(p_decl, '{}')) LOOP
+        t := d->>'type';
+        IF p_given ? k THEN
+            v := p_given->k;
+        ELSIF d ? 'default' AND jsonb_typeof(d->'default') <> 'null' THEN
+            v := d->'default';
+        ELSE
+            RETURN weir_refuse(400, format('parameter "%s" (%s) is required: it has no default', k, t));
+        END IF;
+        s := CASE WHEN jsonb_typeof(v) = 'string' THEN v #>> '{}' END;
+        IF t = 'string' THEN
+            IF s IS NULL THEN RETURN weir_refuse(400, format('parameter "%s" must be a string, not %s', k, v)); END IF;
+        ELSIF t IN ('number', 'int') THEN
+            IF s IS NOT NULL AND s ~ '^\s*-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?\s*$' THEN
+                v := to_jsonb(trim(s)::numeric);
+            END IF;
+            IF jsonb_typeof(v) <> 'number' THEN
+                RETURN weir_refuse(400, format('parameter "%s" must be a%s %s, not %s', k,
+                    CASE t WHEN 'int' THEN 'n' ELSE '' END, CASE t WHEN 'int' THEN 'integer' ELSE 'number' END, v));
+            END IF;
+            IF t = 'int' AND (v #>> '{}')::numeric <> trunc((v #>> '{}')::numeric) THEN
+                RETURN weir_refuse(400, format('parameter "%s" must be an integer, not %s', k, v));
+            END IF;
+        ELSIF t = 'bool' THEN
+            IF lower(s) IN ('true', 'yes', '1', 'on') THEN v := 'true';
+            ELSIF lower(s) IN ('false', 'no', '0', 'off') THEN v := 'false';
+            END IF;
+            IF jsonb_typeof(v) <> 'boolean' THEN
+                RETURN weir_refuse(400, format('parameter "%s" must be true or false, not %s', k, v));
+            END IF;
+        END IF;
+        out := out || jsonb_build_object(k, v);
+    END LOOP;
+    RETURN jsonb_build_object('code', 200, 'params', out);
+END $$;
+
+-- Moving tasks -------------------------------------------------------------------------------------
+
+-- Pending tasks whose trigger rule is met become ready: queued for a worker, queued on the
+-- scheduler (gates, queue ''), or waiting for a person (approvals).
+CREATE FUNCTION weir_tasks_ready(p_ids bigint[]) RETURNS int LANGUAGE plpgsql AS $$
+DECLARE n int;
+BEGIN
+    WITH u AS (
+        UPDATE tasks SET state = CASE kind WHEN 'approval' THEN 'waiting' ELSE 'queued' END,
+               queued_at = now(),
+               deadline_at = CASE WHEN kind = 'approval' AND (spec->'approval'->>'timeout_ms')::bigint > 0
+                             THEN now() + (spec->'approval'->>'timeout_ms')::bigint * interval '1 ms' END
+        WHERE id = ANY(p_ids) AND state = 'pending'
+        RETURNING id, run_id, state)
+    INSERT INTO events (kind, run_id, task_id, from_state, to_state, actor)
+    SELECT 'task.state', run_id, id, 'pending', state, 'scheduler' FROM u;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
+-- Decides pending tasks from their counters: ready, skipped, or still waiting. Returns the ids
+-- it skipped (they are finished too, and their dependents must hear of it).
+CREATE FUNCTION weir_tasks_decide(p_ids bigint[]) RETURNS bigint[] LANGUAGE plpgsql AS $$
+DECLARE ready bigint[]; skip bigint[];
+BEGIN
+    SELECT array_agg(id) FILTER (WHERE
+               (trigger_rule = 'all_success' AND upstream_pending = 0 AND upstream_failed = 0 AND upstream_skipped = 0)
+            OR (trigger_rule = 'all_done' AND upstream_pending = 0)
+            OR (trigger_rule = 'one_failed' AND upstream_failed > 0)),
+           array_agg(id) FILTER (WHERE
+               (trigger_rule = 'all_success' AND (upstream_failed > 0 OR upstream_skipped > 0))
+            OR (trigger_rule = 'one_failed' AND upstream_pending = 0 AND upstream_failed = 0))
+      INTO ready, skip
+      FROM tasks WHERE id = ANY(p_ids) AND state = 'pending';
+    IF ready IS NOT NULL THEN PERFORM weir_tasks_ready(ready); END IF;
+    IF skip IS NOT NULL THEN
+        WITH u AS (
+            UPDATE tasks SET state = 'skipped', finished_at = now(),
+                   error = CASE trigger_rule WHEN 'one_failed' THEN 'no upstream task failed'
+                           ELSE 'an upstream task did not succeed' END
+            WHERE id = ANY(skip) AND state = 'pending' RETURNING id, run_id)
+        INSERT INTO events (kind, run_id, task_id, from_state, to_state, actor)
+        SELECT 'task.state', run_id, id, 'pending', 'skipped', 'scheduler' FROM u;
+    END IF;
+    RETURN coalesce(skip, '{}');
+END $$;
+
+-- Starts the oldest queued runs of a pipeline while it has room under max_active_runs.
+CREATE FUNCTION weir_pipeline_admit(p_pipeline bigint) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE r record; cap int; active int;
+BEGIN
+    LOOP
+        SELECT ru.id, (v.plan->>'max_active_runs')::int AS cap INTO r
+          FROM runs ru JOIN pipeline_versions v ON v.id = ru.version_id
+         WHERE ru.pipeline_id = p_pipeline AND ru.state = 'queued' ORDER BY ru.id LIMIT 1;
+        EXIT WHEN NOT FOUND;
+        cap := coalesce(r.cap, 1);
+        SELECT count(*) INTO active FROM runs WHERE pipeline_id = p_pipeline AND state = 'running';
+        EXIT WHEN cap > 0 AND active >= cap;
+        PERFORM weir_run_start(r.id);
+    END LOOP;
+END $$;
+
+-- Ends the runs among p_runs whose every task has finished, and admits queued runs in their place.
+CREATE FUNCTION weir_runs_settle(p_runs bigint[]) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE r record;
+BEGIN
+    FOR r IN
+        UPDATE runs SET state = CASE WHEN tasks_failed > 0 THEN 'failed' ELSE 'succeeded' END,
+               finished_at = now(),
+               reason = CASE WHEN tasks_failed > 0 THEN
+                            (SELECT format('%s task%s failed: %s', count(*), CASE WHEN count(*) > 1 THEN 's' ELSE '' END,
+                                           string_agg(name, ', ' ORDER BY pos))
+                               FROM tasks WHERE run_id = runs.id AND state = 'failed')
+                        ELSE reason END
+         WHERE id = ANY(p_runs) AND state = 'running' AND tasks_done >= tasks_total
+        RETURNING id, pipeline_id, state
+    LOOP
+        INSERT INTO events (kind, pipeline_id, run_id, from_state, to_state, actor)
+        VALUES ('run.state', r.pipeline_id, r.id, 'running', r.state, 'scheduler');
+        PERFORM weir_pipeline_admit(r.pipeline_id);
+    END LOOP;
+END $$;
+
+-- Tasks that just finished (any final state): count them on their runs, update their
+-- dependents' counters, decide those, and follow skips down the DAG. Touches only the
+-- finished tasks' dependents, never the whole run.
+CREATE FUNCTION weir_tasks_finished(p_ids bigint[]) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE ids bigint[] := p_ids; touched bigint[]; runs_hit bigint[] := '{}'; r bigint[];
+BEGIN
+    WHILE cardinality(ids) > 0 LOOP
+        WITH c AS (SELECT run_id, count(*) AS n, count(*) FILTER (WHERE state = 'failed') AS f
+                     FROM tasks WHERE id = ANY(ids) GROUP BY run_id)
+        UPDATE runs SET tasks_done = tasks_done + c.n, tasks_failed = tasks_failed + c.f
+          FROM c WHERE runs.id = c.run_id;
+        SELECT array_agg(DISTINCT run_id) INTO r FROM tasks WHERE id = ANY(ids);
+        runs_hit := runs_hit || coalesce(r, '{}');
+        WITH fin AS (SELECT id, state FROM tasks WHERE id = ANY(ids)),
+             agg AS (SELECT e.downstream_id AS id, count(*) AS n,
+                            count(*) FILTER (WHERE fin.state IN ('failed', 'rejected', 'cancelled')) AS f,
+                            count(*) FILTER (WHERE fin.state = 'skipped') AS s
+                       FROM task_edges e JOIN fin ON fin.id = e.upstream_id GROUP BY e.downstream_id),
+             u AS (UPDATE tasks t SET upstream_pending = t.upstream_pending - agg.n,
+                          upstream_failed = t.upstream_failed + agg.f, upstream_skipped = t.upstream_skipped + agg.s
+                     FROM agg WHERE t.id = agg.id AND t.state = 'pending' RETURNING t.id)
+        SELECT array_agg(id) INTO touched FROM u;
+        ids := weir_tasks_decide(coalesce(touched, '{}'));
+    END LOOP;
+    SELECT array_agg(DISTINCT x) INTO runs_hit FROM unnest(runs_hit) x;
+    PERFORM weir_runs_settle(runs_hit);
+END $$;
+
+-- Runs ---------------------------------------------------------------------------------------------
+
+-- Creates a run of the pipeline's current version with all its tasks and edges, in the caller's
+-- transaction; starts it unless the pipeline is at max_active_runs (then it waits, queued).
+CREATE FUNCTION weir_run_create(p_pipeline text, p_params jsonb, p_trigger text, p_actor text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    p pipelines; v pipeline_versions; chk jsonb; v_run bigint; n int; st text;
+BEGIN
+    SELECT * INTO p FROM pipelines WHERE name = p_pipeline FOR UPDATE;  -- runs of one pipeline are admitted in turn
+    IF NOT FOUND THEN RETURN weir_refuse(404, format('no pipeline named "%s"', p_pipeline)); END IF;
+    IF p.current_version IS NULL THEN
+        RETURN weir_refuse(409, format('pipeline "%s" has no version yet: apply it first', p_pipeline));
+    END IF;
+    SELECT * INTO v FROM pipeline_versions WHERE id = p.current_version;
+    chk := weir_run_params(v.plan->'params', coalesce(p_params, '{}'));
+    IF (chk->>'code')::int <> 200 THEN RETURN chk; END IF;
+
+    INSERT INTO runs (pipeline_id, version_id, params, trigger_kind, created_by, tasks_total)
+    VALUES (p.id, v.id, chk->'params', p_trigger, p_actor, v.task_count)
+    RETURNING id INTO v_run;
+    INSERT INTO tasks (run_id, name, kind, step, trigger_rule, upstream_total, upstream_pending, max_attempts,
+                       priority, queue, gpu, memory_bytes, timeout_ms, spec, pos, grp)
+    SELECT v_run, e->>'name', e->>'kind', coalesce(e->>'step', e->>'kind'), e->>'trigger_rule',
+           jsonb_array_length(e->'upstream'), jsonb_array_length(e->'upstream'),
+           coalesce((e->'retries'->>'max')::int, 0) + 1, coalesce((e->>'priority')::int, 0),
+           CASE WHEN e->>'kind' = 'task' THEN coalesce(e->'resources'->>'queue', 'default') ELSE '' END,
+           coalesce((e->'resources'->>'gpu')::int, 0), coalesce((e->'resources'->>'memory_bytes')::bigint, 0),
+           nullif((e->>'timeout_ms')::bigint, 0), e, i::int - 1, e->>'group'
+      FROM jsonb_array_elements(v.plan->'tasks') WITH ORDINALITY AS x(e, i);
+    INSERT INTO task_edges (upstream_id, downstream_id)
+    SELECT u.id, d.id FROM tasks d CROSS JOIN LATERAL jsonb_array_elements_text(d.spec->'upstream') AS un(name)
+      JOIN tasks u ON u.run_id = d.run_id AND u.name = un.name
+     WHERE d.run_id = v_run;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    INSERT INTO events (kind, pipeline_id, run_id, to_state, actor, detail)
+    VALUES ('run.created', p.id, v_run, 'queued', p_actor,
+            jsonb_build_object('version', v.id, 'seq', v.seq, 'trigger', p_trigger, 'params', chk->'params',
+                               'tasks', v.task_count, 'edges', n));
+    PERFORM weir_pipeline_admit(p.id);
+    SELECT state INTO st FROM runs WHERE id = v_run;
+    RETURN jsonb_build_object('code', 201, 'run', v_run, 'pipeline', p.name, 'version', v.id, 'seq', v.seq,
+                              'state', st, 'tasks', v.task_count);
+END $$;
+
+-- Cancels a run: every unfinished task is cancelled, running attempts too. Returns the attempts
+-- whose workers must be told ("notify").
+CREATE FUNCTION weir_run_cancel(p_run bigint, p_actor text) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE r runs; n int; notify jsonb;
+BEGIN
+    SELECT * INTO r FROM runs WHERE id = p_run FOR UPDATE;
+    IF NOT FOUND THEN RETURN weir_refuse(404, format('no run %s', p_run)); END IF;
+    IF r.state NOT IN ('queued', 'running') THEN
+        RETURN weir_refuse(409, format('run %s has already ended (%s)', p_run, r.state));
+    END IF;
+    WITH a AS (UPDATE attempts SET state = 'cancelled', finished_at = now(), error = 'run cancelled'
+                 FROM tasks t WHERE t.run_id = p_run AND t.state = 'running'
+                  AND attempts.task_id = t.id AND attempts.number = t.attempt AND attempts.state = 'running'
+               RETURNING attempts.task_id, attempts.number, attempts.worker_id)
+    SELECT coalesce(jsonb_agg(jsonb_build_object('worker_id', worker_id, 'task_id', task_id, 'attempt', number)), '[]')
+      INTO notify FROM a;
+    WITH u AS (UPDATE tasks t SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL, deadline_at = NULL,
+                      error = format('cancelled by %s', p_actor)
+                 FROM (SELECT id, state FROM tasks WHERE run_id = p_run
+                          AND state IN ('pending', 'queued', 'running', 'retrying', 'waiting') FOR UPDATE) old
+                WHERE t.id = old.id RETURNING t.id, old.state AS from_state)
+    INSERT INTO events (kind, run_id, task_id, from_state, to_state, actor)
+    SELECT 'task.state', p_run, id, from_state, 'cancelled', p_actor FROM u;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE runs SET state = 'cancelled', finished_at = now(), tasks_done = tasks_total,
+           reason = format('cancelled by %s', p_actor) WHERE id = p_run;
+    INSERT INTO events (kind, pipeline_id, run_id, from_state, to_state, actor)
+    VALUES ('run.state', r.pipeline_id, p_run, r.state, 'cancelled', p_actor);
+    PERFORM weir_pipeline_admit(r.pipeline_id);
+    RETURN jsonb_build_object('code', 200, 'run', p_run, 'state', 'cancelled', 'cancelled', n, 'notify', notify);
+END $$;
+
+-- Re-runs a finished run's tasks that did not succeed (or one task and everything after it),
+-- keeping what succeeded. Attempt numbers keep counting up: they stay fencing tokens.
+CREATE FUNCTION weir_run_retry(p_run bigint, p_task text, p_actor text) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE r runs; reset bigint[]; root bigint; n int; st text;
+BEGIN
+    SELECT * INTO r FROM runs WHERE id = p_run FOR UPDATE;
+    IF NOT FOUND THEN RETURN weir_refuse(404, format('no run %s', p_run)); END IF;
+    IF r.state IN ('queued', 'running') THEN
+        RETURN weir_refuse(409, format('run %s is still %s: cancel it or wait for it to end', p_run, r.state));
+    END IF;
+    IF p_task IS NOT NULL AND p_task <> '' THEN
+        SELECT id INTO root FROM tasks WHERE run_id = p_run AND name = p_task;
+        IF NOT FOUND THEN RETURN weir_refuse(404, format('run %s has no task "%s"', p_run, p_task)); END IF;
+        WITH RECURSIVE d(id) AS (SELECT root UNION SELECT e.downstream_id FROM task_edges e JOIN d ON e.upstream_id = d.id)
+        SELECT array_agg(id) INTO reset FROM d;
+    ELSE
+        SELECT array_agg(id) INTO reset FROM tasks
+         WHERE run_id = p_run AND state IN ('failed', 'skipped', 'cancelled', 'rejected');
+    END IF;
+    IF reset IS NULL THEN RETURN weir_refuse(409, format('run %s has no failed, skipped or cancelled task to retry', p_run)); END IF;
+    WITH u AS (UPDATE tasks t SET state = 'pending', failures = 0, lost = 0, error = '', decision = NULL,
+                      worker_id = NULL, lease_expires_at = NULL, deadline_at = NULL, not_before = NULL,
+                      queued_at = NULL, started_at = NULL, finished_at = NULL,
+                      upstream_pending = 0, upstream_failed = 0, upstream_skipped = 0
+                 FROM (SELECT id, state FROM tasks WHERE id = ANY(reset) FOR UPDATE) old
+                WHERE t.id = old.id RETURNING t.id, old.state AS from_state)
+    INSERT INTO events (kind, run_id, task_id, from_state, to_state, actor)
+    SELECT 'task.state', p_run, id, from_state, 'pending', p_actor FROM u;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    UPDATE tasks d SET upstream_pending = x.pending, upstream_failed = x.failed, upstream_skipped = x.skipped
+      FROM (SELECT e.downstream_id AS id,
+                   count(*) FILTER (WHERE u.state NOT IN ('succeeded', 'blessed', 'failed', 'rejected', 'cancelled', 'skipped')) AS pending,
+                   count(*) FILTER (WHERE u.state IN ('failed', 'rejected', 'cancelled')) AS failed,
+                   count(*) FILTER (WHERE u.state = 'skipped') AS skipped
+              FROM task_edges e JOIN tasks u ON u.id = e.upstream_id
+             WHERE e.downstream_id = ANY(reset) GROUP BY e.downstream_id) x
+     WHERE d.id = x.id;
+    UPDATE runs SET state = 'queued', finished_at = NULL, reason = '',
+           tasks_done = (SELECT count(*) FROM tasks WHERE run_id = p_run AND state <> 'pending'),
+           tasks_failed = (SELECT count(*) FROM tasks WHERE run_id = p_run AND state = 'failed')
+     WHERE id = p_run;
+    INSERT INTO events (kind, pipeline_id, run_id, from_state, to_state, actor, detail)
+    VALUES ('run.state', r.pipeline_id, p_run, r.state, 'queued', p_actor, jsonb_build_object('retry', n, 'task', p_task));
+    PERFORM weir_pipeline_admit(r.pipeline_id);
+    SELECT state INTO st FROM runs WHERE id = p_run;
+    RETURN jsonb_build_object('code', 200, 'run', p_run, 'state', st, 'reset', n);
+END $$;
+
+-- Starts a queued run: it becomes running and every pending task whose upstream rule can be
+-- decided is decided (its roots, or after a retry the reset tasks whose upstreams have finished).
+CREATE FUNCTION weir_run_start(p_run bigint) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE ids bigint[]; skipped bigint[];
+BEGIN
+    UPDATE runs SET state = 'running', started_at = coalesce(started_at, now()) WHERE id = p_run AND state = 'queued';
+    INSERT INTO events (kind, pipeline_id, run_id, from_state, to_state, actor)
+    SELECT 'run.state', pipeline_id, id, 'queued', 'running', 'scheduler' FROM runs WHERE id = p_run;
+    SELECT array_agg(id) INTO ids FROM tasks WHERE run_id = p_run AND state = 'pending'
+       AND (upstream_pending = 0 OR upstream_failed > 0 OR upstream_skipped > 0);
+    skipped := weir_tasks_decide(coalesce(ids, '{}'));
+    IF cardinality(skipped) > 0 THEN PERFORM weir_tasks_finished(skipped); END IF;
+    PERFORM weir_runs_settle(ARRAY[p_run]);
+END $$;
+
+-- One task of a run: cancel, approve, reject ---------------------------------------------------------
+
+CREATE FUNCTION weir_task_cancel(p_run bigint, p_task text, p_actor text) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE t tasks; notify jsonb := '[]';
+BEGIN
+    SELECT * INTO t FROM tasks WHERE run_id = p_run AND name = p_task FOR UPDATE;
+    IF NOT FOUND THEN RETURN weir_refuse(404, format('run %s has no task "%s"', p_run, p_task)); END IF;
+    IF t.state NOT IN ('pending', 'queued', 'running', 'retrying', 'waiting') THEN
+        RETURN weir_refuse(409, format('task "%s" of run %s has already finished (%s)', p_task, p_run, t.state));
+    END IF;
+    IF t.state = 'running' THEN
+        UPDATE attempts SET state = 'cancelled', finished_at = now(), error = format('cancelled by %s', p_actor)
+         WHERE task_id = t.id AND number = t.attempt AND state = 'running';
+        notify := jsonb_build_array(jsonb_build_object('worker_id', t.worker_id, 'task_id', t.id, 'attempt', t.attempt));
+    END IF;
+    UPDATE tasks SET state = 'cancelled', finished_at = now(), lease_expires_at = NULL, deadline_at = NULL,
+           error = format('cancelled by %s', p_actor) WHERE id = t.id;
+    INSERT INTO events (kind, run_id, task_id, attempt, from_state, to_state, actor)
+    VALUES ('task.state', p_run, t.id, t.attempt, t.state, 'cancelled', p_actor);
+    PERFORM weir_tasks_finished(ARRAY[t.id]);
+    RETURN jsonb_build_object('code', 200, 'run', p_run, 'task', p_task, 'state', 'cancelled', 'notify', notify);
+END $$;
+
+CREATE FUNCTION weir_task_decide(p_run bigint, p_task text, p_approve boolean, p_actor text, p_comment text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE t tasks; st text := CASE WHEN p_approve THEN 'succeeded' ELSE 'rejected' END;
+BEGIN
+    SELECT * INTO t FROM tasks WHERE run_id = p_run AND name = p_task FOR UPDATE;
+    IF NOT FOUND THEN RETURN weir_refuse(404, format('run %s has no task "%s"', p_run, p_task)); END IF;
+    IF t.kind <> 'approval' THEN
+        RETURN weir_refuse(409, format('task "%s" of run %s is not an approval', p_task, p_run));
+    END IF;
+    IF t.state <> 'waiting' THEN
+        RETURN weir_refuse(409, format('task "%s" of run %s is not waiting for approval (it is %s)', p_task, p_run, t.state));
+    END IF;
+    UPDATE tasks SET state = st, finished_at = now(), deadline_at = NULL,
+           decision = jsonb_build_object('approved', p_approve, 'by', p_actor, 'comment', coalesce(p_comment, ''), 'at', now()),
+           error = CASE WHEN p_approve THEN '' ELSE format('rejected by %s', p_actor) END
+     WHERE id = t.id;
+    INSERT INTO events (kind, run_id, task_id, from_state, to_state, actor, detail)
+    VALUES ('task.state', p_run, t.id, 'waiting', st, p_actor, jsonb_build_object('comment', coalesce(p_comment, '')));
+    IF NOT p_approve THEN
+        UPDATE runs SET reason = format('approval "%s" rejected by %s', p_task, p_actor) WHERE id = p_run;
+    END IF;
+    PERFORM weir_tasks_finished(ARRAY[t.id]);
+    RETURN jsonb_build_object('code', 200, 'run', p_run, 'task', p_task, 'state', st);
+END $$;
+
+-- A gate's decision, made by the scheduler (engine/gate.c) from upstream metrics.
+CREATE FUNCTION weir_gate_decide(p_task bigint, p_blessed boolean, p_decision jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE t tasks; st text := CASE WHEN p_blessed THEN 'blessed' ELSE 'rejected' END;
+BEGIN
+    SELECT * INTO t FROM tasks WHERE id = p_task FOR UPDATE;
+    IF NOT FOUND OR t.kind <> 'gate' OR t.state <> 'queued' THEN
+        RETURN weir_refuse(409, 'gate is not waiting for a decision');
+    END IF;
+    UPDATE tasks SET state = st, started_at = coalesce(started_at, now()), finished_at = now(), decision = p_decision,
+           error = CASE WHEN p_blessed THEN '' ELSE coalesce(p_decision->>'summary', 'rejected') END
+     WHERE id = t.id;
+    INSERT INTO events (kind, run_id, task_id, from_state, to_state, actor, detail)
+    VALUES ('task.state', t.run_id, t.id, 'queued', st, 'scheduler', p_decision);
+    IF NOT p_blessed THEN
+        UPDATE runs SET reason = format('gate "%s" rejected: %s', t.name, coalesce(p_decision->>'summary', ''))
+         WHERE id = t.run_id;
+    END IF;
+    PERFORM weir_tasks_finished(ARRAY[t.id]);
+    RETURN jsonb_build_object('code', 200, 'state', st);
+END $$;
+
+-- Workers ------------------------------------------------------------------------------------------
+
+-- Hands up to p_free queued tasks to a worker, best priority first, each within the worker's
+-- free GPUs and memory (taken greedily in priority order). Creates their attempts.
+CREATE FUNCTION weir_claim(p_worker bigint, p_free int, p_gpu int, p_memory bigint, p_lease_ms int)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE w workers; q text; out jsonb := '[]'; got jsonb; want int := p_free;
+BEGIN
+    SELECT * INTO w FROM workers WHERE id = p_worker;
+    IF NOT FOUND THEN RETURN weir_refuse(404, format('no worker %s: register again', p_worker)); END IF;
+    IF w.last_heartbeat_at < now() - interval '1 second' OR w.state <> 'active' THEN
+        UPDATE workers SET last_heartbeat_at = now(), state = 'active' WHERE id = p_worker;
+    END IF;
+    IF p_free <= 0 THEN RETURN jsonb_build_object('code', 200, 'tasks', out); END IF;
+    -- One ordered index scan per queue (tasks_ready); a worker usually serves one or two queues.
+    FOREACH q IN ARRAY w.queues LOOP
+        EXIT WHEN want <= 0;
+        WITH c AS (
+            SELECT id, gpu, memory_bytes, priority FROM tasks
+             WHERE state = 'queued' AND queue = q AND gpu <= p_gpu AND (w.memory_bytes = 0 OR memory_bytes <= p_memory)
+             ORDER BY priority DESC, id LIMIT want FOR UPDATE SKIP LOCKED),
+        fit AS (
+            SELECT id FROM (SELECT id, sum(gpu) OVER o AS g, sum(memory_bytes) OVER o AS m FROM c
+                             WINDOW o AS (ORDER BY priority DESC, id)) s
+             WHERE g <= p_gpu AND (w.memory_bytes = 0 OR m <= p_memory)),
+        u AS (
+            UPDATE tasks t SET state = 'running', attempt = t.attempt + 1, worker_id = p_worker,
+                   started_at = now(), lease_expires_at = now() + p_lease_ms * interval '1 ms',
+                   deadline_at = CASE WHEN t.timeout_ms > 0 THEN now() + (t.timeout_ms + 30000) * interval '1 ms' END
+              FROM fit WHERE t.id = fit.id
+            RETURNING t.id, t.run_id, t.name, t.step, t.spec, t.attempt, t.timeout_ms, t.lease_expires_at),
+        a AS (
+            INSERT INTO attempts (task_id, number, worker_id, lease_expires_at)
+            SELECT id, attempt, p_worker, lease_expires_at FROM u),
+        ev AS (
+            INSERT INTO events (kind, run_id, task_id, attempt, from_state, to_state, actor)
+            SELECT 'task.state', run_id, id, attempt, 'queued', 'running', w.name FROM u)
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+                   'task_id', u.id, 'attempt', u.attempt, 'run_id', u.run_id, 'pipeline', p.name, 'task', u.name,
+                   'step', u.step, 'spec', u.spec, 'params', r.params,
+                   'run', jsonb_build_object('id', r.id, 'pipeline', p.name, 'version', r.version_id,
+                                             'date', to_char(coalesce(r.scheduled_for, r.created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
+                                             'trigger', r.trigger_kind),
+                   'inputs', (SELECT coalesce(jsonb_object_agg(up.name || '.' || o.name,
+                                         jsonb_build_object('sha256', o.sha256, 'size', ar.size)), '{}')
+                                FROM task_edges e JOIN tasks up ON up.id = e.upstream_id
+                                JOIN task_outputs o ON o.task_id = up.id JOIN artifacts ar ON ar.sha256 = o.sha256
+                               WHERE e.downstream_id = u.id),
+                   'timeout_ms', coalesce(u.timeout_ms, 0), 'lease_ms', p_lease_ms) ORDER BY u.id), '[]')
+          INTO got
+          FROM u JOIN runs r ON r.id = u.run_id JOIN pipelines p ON p.id = r.pipeline_id;
+        out := out || got;
+        want := p_free - jsonb_array_length(out);
+    END LOOP;
+    RETURN jsonb_build_object('code', 200, 'tasks', out);
+END $$;
+
+-- Renews the leases of the attempts a worker still holds; answers the ones it must stop.
+CREATE FUNCTION weir_heartbeat(p_worker bigint, p_attempts jsonb, p_lease_ms int) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE stale jsonb;
+BEGIN
+    UPDATE workers SET last_heartbeat_at = now(), state = 'active' WHERE id = p_worker;
+    IF NOT FOUND THEN RETURN weir_refuse(404, format('no worker %s: register again', p_worker)); END IF;
+    WITH h AS (SELECT (x->>'task_id')::bigint AS tid, (x->>'attempt')::int AS n FROM jsonb_array_elements(p_attempts) x),
+         u AS (UPDATE tasks t SET lease_expires_at = now() + p_lease_ms * interval '1 ms'
+                 FROM h WHERE t.id = h.tid AND t.attempt = h.n AND t.state = 'running' AND t.worker_id = p_worker
+               RETURNING t.id)
+    SELECT coalesce(jsonb_agg(jsonb_build_object('task_id', h.tid, 'attempt', h.n, 'reason',
+               CASE WHEN a.state IS NULL THEN 'unknown attempt' WHEN a.state = 'running' THEN 'superseded'
+                    ELSE a.state END)), '[]')
+      INTO stale
+      FROM h LEFT JOIN u ON u.id = h.tid LEFT JOIN attempts a ON a.task_id = h.tid AND a.number = h.n
+     WHERE u.id IS NULL;
+    RETURN jsonb_build_object('code', 200, 'lease_ms', p_lease_ms, 'stale', stale);
+END $$;
+
+-- The retry delay before failure number p_n (1-based), from the task's retry settings.
+CREATE FUNCTION weir_backoff(p_spec jsonb, p_n int) RETURNS interval LANGUAGE sql VOLATILE AS $$
+    SELECT (CASE WHEN coalesce((p_spec->'retries'->>'jitter')::boolean, true) THEN 0.5 + random() / 2 ELSE 1 END)
+         * least(coalesce((p_spec->'retries'->>'backoff_ms')::float8, 10000)
+                   * power(coalesce((p_spec->'retries'->>'factor')::float8, 2), greatest(p_n - 1, 0)),
+                 coalesce((p_spec->'retries'->>'max_backoff_ms')::float8, 600000))
+         * interval '1 ms'
+$$;
+
+-- An attempt that failed or timed out: retry after backoff while retries remain, else the task
+-- fails. The caller has locked the task and closed the attempt.
+CREATE FUNCTION weir_task_failed(p_task tasks, p_error text, p_actor text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE st text; delay interval;
+BEGIN
+    IF p_task.failures + 1 < p_task.max_attempts THEN
+        delay := weir_backoff(p_task.spec, p_task.failures + 1);
+        st := CASE WHEN delay <= interval '0' THEN 'queued' ELSE 'retrying' END;
+        UPDATE tasks SET state = st, failures = failures + 1, error = p_error, worker_id = NULL,
+               lease_expires_at = NULL, deadline_at = NULL, not_before = now() + delay,
+               queued_at = CASE WHEN st = 'queued' THEN now() END
+         WHERE id = p_task.id;
+        INSERT INTO events (kind, run_id, task_id, attempt, from_state, to_state, actor, detail)
+        VALUES ('task.state', p_task.run_id, p_task.id, p_task.attempt, 'running', st, p_actor,
+                jsonb_build_object('error', p_error, 'retry_in_ms', round(extract(epoch FROM delay) * 1000)));
+    ELSE
+        st := 'failed';
+        UPDATE tasks SET state = st, failures = failures + 1, error = p_error, finished_at = now(),
+               lease_expires_at = NULL, deadline_at = NULL
+         WHERE id = p_task.id;
+        INSERT INTO events (kind, run_id, task_id, attempt, from_state, to_state, actor, detail)
+        VALUES ('task.state', p_task.run_id, p_task.id, p_task.attempt, 'running', st, p_actor,
+                jsonb_build_object('error', p_error));
+        PERFORM weir_tasks_finished(ARRAY[p_task.id]);
+    END IF;
+    RETURN st;
+END $$;
+
+-- A worker's report that an attempt ended. Refused (409) unless the attempt is the task's
+-- current one, still running, and held by this worker; the same report sent twice is answered
+-- as a duplicate.
+CREATE FUNCTION weir_attempt_complete(p_worker bigint, p_task bigint, p_attempt int, p_status text, p_exit int,
+                                      p_error text, p_metrics jsonb, p_outputs jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE t tasks; a attempts; k text; sha text; st text; wname text;
+BEGIN
+    SELECT * INTO t FROM tasks WHERE id = p_task FOR UPDATE;
+    IF NOT FOUND THEN RETURN weir_refuse(404, format('no task %s', p_task)); END IF;
+    IF t.attempt <> p_attempt OR t.state <> 'running' OR t.worker_id IS DISTINCT FROM p_worker THEN
+        SELECT * INTO a FROM attempts WHERE task_id = p_task AND number = p_attempt;
+        IF FOUND AND a.worker_id = p_worker AND a.state = p_status THEN
+            RETURN jsonb_build_object('code', 200, 'state', t.state, 'duplicate', true);
+        END IF;
+        RETURN weir_refuse(409, format('attempt %s of task %s is not current (task %s, attempt %s%s)', p_attempt,
+            p_task, t.state, t.attempt, CASE WHEN a.state IS NOT NULL THEN ', that attempt ' || a.state ELSE '' END));
+    END IF;
+    FOR k, sha IN SELECT * FROM jsonb_each_text(coalesce(p_outputs, '{}')) LOOP
+        IF NOT EXISTS (SELECT 1 FROM artifacts WHERE sha256 = sha) THEN
+            RETURN weir_refuse(400, format('output "%s": artifact %s was not uploaded', k, sha));
+        END IF;
+    END LOOP;
+    SELECT name INTO wname FROM workers WHERE id = p_worker;
+    UPDATE attempts SET state = p_status, finished_at = now(), exit_code = p_exit, error = coalesce(p_error, ''),
+           metrics = coalesce(p_metrics, '{}')
+     WHERE task_id = p_task AND number = p_attempt;
+    IF p_status = 'succeeded' THEN
+        INSERT INTO task_outputs (task_id, name, attempt, sha256)
+        SELECT p_task, key, p_attempt, value FROM jsonb_each_text(coalesce(p_outputs, '{}'))
+        ON CONFLICT (task_id, name) DO UPDATE SET attempt = EXCLUDED.attempt, sha256 = EXCLUDED.sha256;
+        UPDATE artifacts SET producer_run_id = t.run_id, producer_task_id = p_task
+         WHERE sha256 IN (SELECT value FROM jsonb_each_text(coalesce(p_outputs, '{}'))) AND producer_task_id IS NULL;
+        UPDATE tasks SET state = 'succeeded', finished_at = now(), error = '', metrics = coalesce(p_metrics, '{}'),
+               outputs = coalesce(p_outputs, '{}'), lease_expires_at = NULL, deadline_at = NULL
+         WHERE id = p_task;
+        INSERT INTO events (kind, run_id, task_id, attempt, from_state, to_state, actor)
+        VALUES ('task.state', t.run_id, p_task, p_attempt, 'running', 'succeeded', coalesce(wname, ''));
+        PERFORM weir_tasks_finished(ARRAY[p_task]);
+        st := 'succeeded';
+    ELSE
+        st := weir_task_failed(t, CASE WHEN coalesce(p_error, '') <> '' THEN p_error
+                                       WHEN p_status = 'timed_out' THEN 'timed out'
+                                       ELSE format('exit status %s', p_exit) END, coalesce(wname, ''));
+    END IF;
+    RETURN jsonb_build_object('code', 200, 'state', st);
+END $$;
+
+-- Appends a log chunk of the current attempt; beyond p_cap raw bytes the attempt is marked
+-- truncated and further chunks are dropped. A chunk seen before (same seq) is ignored.
+CREATE FUNCTION weir_log_append(p_worker bigint, p_task bigint, p_attempt int, p_seq int, p_raw_len int,
+                                p_data bytea, p_cap bigint) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE a attempts; n int;
+BEGIN
+    PERFORM 1 FROM tasks WHERE id = p_task AND attempt = p_attempt AND state = 'running' AND worker_id = p_worker;
+    IF NOT FOUND THEN
+        RETURN weir_refuse(409, format('attempt %s of task %s is not current: log chunk refused', p_attempt, p_task));
+    END IF;
+    SELECT * INTO a FROM attempts WHERE task_id = p_task AND number = p_attempt FOR UPDATE;
+    IF a.log_truncated OR a.log_bytes + p_raw_len > p_cap THEN
+        UPDATE attempts SET log_truncated = true WHERE task_id = p_task AND number = p_attempt AND NOT log_truncated;
+        RETURN jsonb_build_object('code', 200, 'log_bytes', a.log_bytes, 'truncated', true);
+    END IF;
+    INSERT INTO attempt_logs (task_id, number, seq, raw_len, data) VALUES (p_task, p_attempt, p_seq, p_raw_len, p_data)
+    ON CONFLICT DO NOTHING;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n > 0 THEN
+        UPDATE attempts SET log_bytes = log_bytes + p_raw_len WHERE task_id = p_task AND number = p_attempt;
+    END IF;
+    RETURN jsonb_build_object('code', 200, 'log_bytes', a.log_bytes + CASE WHEN n > 0 THEN p_raw_len ELSE 0 END,
+                              'truncated', false);
+END $$;
+
+-- Timers, run by the scheduler every few hundred milliseconds; each step reads a partial index.
+-- Expired leases requeue their attempts (lost), scheduler-side deadlines time attempts out,
+-- retry backoffs end, and approvals past their timeout count as rejected.
+CREATE FUNCTION weir_tick() RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE t tasks; n_lost int := 0; n_timed int := 0; n_retried int := 0; n_expired int := 0; notify jsonb := '[]';
+BEGIN
+    FOR t IN SELECT * FROM tasks WHERE state = 'running' AND lease_expires_at < now()
+              ORDER BY lease_expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED LOOP
+        UPDATE attempts SET state = 'lost', finished_at = now(), error = 'lease expired: no heartbeat from its worker'
+         WHERE task_id = t.id AND number = t.attempt AND state = 'running';
+        IF t.lost + 1 > 5 THEN
+            UPDATE tasks SET state = 'failed', lost = lost + 1, finished_at = now(), lease_expires_at = NULL,
+                   deadline_at = NULL, error = 'lost 6 attempts: its workers stopped heartbeating' WHERE id = t.id;
+            INSERT INTO events (kind, run_id, task_id, attempt, from_state, to_state, actor, detail)
+            VALUES ('task.state', t.run_id, t.id, t.attempt, 'running', 'failed', 'scheduler',
+                    '{"error": "lease expired"}');
+            PERFORM weir_tasks_finished(ARRAY[t.id]);
+        ELSE
+            UPDATE tasks SET state = 'queued', lost = lost + 1, worker_id = NULL, lease_expires_at = NULL,
+                   deadline_at = NULL, queued_at = now() WHERE id = t.id;
+            INSERT INTO events (kind, run_id, task_id, attempt, from_state, to_state, actor, detail)
+            VALUES ('task.state', t.run_id, t.id, t.attempt, 'running', 'queued', 'scheduler',
+                    '{"error": "lease expired"}');
+        END IF;
+        n_lost := n_lost + 1;
+    END LOOP;
+    FOR t IN SELECT * FROM tasks WHERE state = 'running' AND deadline_at < now()
+              ORDER BY deadline_at LIMIT 1000 FOR UPDATE SKIP LOCKED LOOP
+        UPDATE attempts SET state = 'timed_out', finished_at = now(), error = 'timed out (scheduler deadline)'
+         WHERE task_id = t.id AND number = t.attempt AND state = 'running';
+        notify := notify || jsonb_build_object('worker_id', t.worker_id, 'task_id', t.id, 'attempt', t.attempt);
+        PERFORM weir_task_failed(t, format('timed out after %s ms (the worker did not stop it)', t.timeout_ms), 'scheduler');
+        n_timed := n_timed + 1;
+    END LOOP;
+    WITH u AS (UPDATE tasks SET state = 'queued', queued_at = now()
+                WHERE id IN (SELECT id FROM tasks WHERE state = 'retrying' AND not_before <= now()
+                              ORDER BY not_before LIMIT 1000 FOR UPDATE SKIP LOCKED)
+               RETURNING id, run_id, attempt)
+    INSERT INTO events (kind, run_id, task_id, attempt, from_state, to_state, actor)
+    SELECT 'task.state', run_id, id, attempt, 'retrying', 'queued', 'scheduler' FROM u;
+    GET DIAGNOSTICS n_retried = ROW_COUNT;
+    FOR t IN SELECT * FROM tasks WHERE state = 'waiting' AND deadline_at < now()
+              ORDER BY deadline_at LIMIT 1000 FOR UPDATE SKIP LOCKED LOOP
+        UPDATE tasks SET state = 'rejected', finished_at = now(), deadline_at = NULL, error = 'approval timed out',
+               decision = jsonb_build_object('approved', false, 'by', 'scheduler', 'comment', 'approval timed out', 'at', now())
+         WHERE id = t.id;
+        INSERT INTO events (kind, run_id, task_id, from_state, to_state, actor)
+        VALUES ('task.state', t.run_id, t.id, 'waiting', 'rejected', 'scheduler');
+        UPDATE runs SET reason = format('approval "%s" timed out', t.name) WHERE id = t.run_id;
+        PERFORM weir_tasks_finished(ARRAY[t.id]);
+        n_expired := n_expired + 1;
+    END LOOP;
+    RETURN jsonb_build_object('code', 200, 'lost', n_lost, 'timed_out', n_timed, 'retried', n_retried,
+                              'approvals_expired', n_expired, 'notify', notify);
+END $$;
