@@ -193,21 +193,63 @@ static int ensure_token(PGconn *conn, weir_config_t *cfg) {
     return weir_token_create(conn, "operator", "weir-up", cfg->token, sizeof cfg->token);
 }
 
+/* Starts `weir worker` child processes against the local scheduler; their pids go to pids. */
+static int start_workers(const weir_config_t *cfg, const char *token, int n, pid_t *pids) {
+    char exe[1024];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len <= 0) return -1;
+    exe[len] = '\0';
+    for (int i = 0; i < n; i++) {
+        char name[64], dir[1200];
+        snprintf(name, sizeof name, "local-%d", i + 1);
+        snprintf(dir, sizeof dir, "%s/workers/%d", cfg->home, i + 1);
+        pid_t pid = fork();
+        if (pid < 0) return -1;
+        if (pid == 0) {
+            /* the token goes through the environment, not argv, where ps would show it */
+            setenv("WEIR_TOKEN", token, 1);
+            execl(exe, exe, "worker", "--scheduler", cfg->url, "--slots", "4", "--name", name, "--dir", dir,
+                  (char *)NULL);
+            _exit(127);
+        }
+        pids[i] = pid;
+    }
+    return 0;
+}
+
+/* SIGTERM to the workers (they finish or hand back their tasks), SIGKILL after 10 s. */
+static void stop_workers(pid_t *pids, int n) {
+    for (int i = 0; i < n; i++) if (pids[i] > 0) kill(pids[i], SIGTERM);
+    for (int waited = 0; waited < 100; waited++) {
+        int left = 0;
+        for (int i = 0; i < n; i++) {
+            if (pids[i] <= 0) continue;
+            if (waitpid(pids[i], NULL, WNOHANG) == pids[i]) pids[i] = 0;
+            else left++;
+        }
+        if (!left) return;
+        usleep(100 * 1000);
+    }
+    for (int i = 0; i < n; i++) if (pids[i] > 0) { kill(pids[i], SIGKILL); waitpid(pids[i], NULL, 0); }
+}
+
 int weir_cmd_up(int argc, char **argv) {
     const char *usage =
-        "usage: weir up [--home DIR] [--port N] [--database URL]\n\n"
+        "usage: weir up [--home DIR] [--port N] [--database URL] [--workers N]\n\n"
         "Starts a local weir: a private PostgreSQL cluster under DIR (default $WEIR_HOME or ~/.weir)\n"
         "unless --database or WEIR_DATABASE_URL names one, the migrations, and the scheduler on\n"
         "127.0.0.1:N (default 8470). Writes DIR/client.json so that the other commands find it.\n"
-        "Ctrl-C stops the scheduler and the private PostgreSQL.\n";
+        "Starts N local workers (default 2, 4 slots each) with a worker token of their own.\n"
+        "Ctrl-C stops the workers, the scheduler and the private PostgreSQL.\n";
     static const struct option opts[] = {
         {"home", required_argument, NULL, 'H'}, {"port", required_argument, NULL, 'p'},
-        {"database", required_argument, NULL, 'd'}, {"help", no_argument, NULL, 'h'}, {0, 0, 0, 0},
+        {"database", required_argument, NULL, 'd'}, {"workers", required_argument, NULL, 'w'},
+        {"help", no_argument, NULL, 'h'}, {0, 0, 0, 0},
     };
     weir_config_t cfg = {0};
-    int port = 8470, opt;
+    int port = 8470, opt, nworkers = 2;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "H:p:d:h", opts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "H:p:d:w:h", opts, NULL)) != -1) {
         if (opt == 'H') snprintf(cfg.home, sizeof cfg.home, "%s", optarg);
         else if (opt == 'p') {
             char *end;
@@ -215,10 +257,16 @@ int weir_cmd_up(int argc, char **argv) {
             port = *optarg && !*end && v > 0 && v <= 65535 ? (int)v : -1;
         }
         else if (opt == 'd') snprintf(cfg.database, sizeof cfg.database, "%s", optarg);
+        else if (opt == 'w') {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            nworkers = *optarg && !*end && v >= 0 && v <= 16 ? (int)v : -1;
+        }
         else if (opt == 'h') { fputs(usage, stdout); return 0; }
         else { fputs(usage, stderr); return WEIR_EXIT_USAGE; }
     }
     if (port <= 0 || port > 65535) { fprintf(stderr, "weir up: --port must be 1-65535\n"); return 2; }
+    if (nworkers < 0) { fprintf(stderr, "weir up: --workers must be 0-16\n"); return 2; }
     /* Only the home and an explicit database count here: a stale client.json must not redirect us. */
     if (!cfg.home[0]) {
         const char *h = getenv("WEIR_HOME"), *u = getenv("HOME");
@@ -251,6 +299,7 @@ int weir_cmd_up(int argc, char **argv) {
     PGconn *conn = PQconnectdb(cfg.database);
     char err[1024];
     int applied = 0;
+    char worker_token[128] = "";
     rc = WEIR_EXIT_FAIL;
     if (PQstatus(conn) != CONNECTION_OK) {
         fprintf(stderr, "weir up: cannot connect to the database: %s", PQerrorMessage(conn));
@@ -264,6 +313,13 @@ int weir_cmd_up(int argc, char **argv) {
         weir_config_load(&old);
         snprintf(cfg.token, sizeof cfg.token, "%s", old.token);
         rc = ensure_token(conn, &cfg) ? WEIR_EXIT_FAIL : 0;
+        /* a fresh worker token each start; the previous one is revoked so tokens do not pile up */
+        if (!rc && nworkers) {
+            PQclear(PQexec(conn, "UPDATE api_tokens SET revoked_at = now() WHERE name = 'weir-up-worker' "
+                                 "AND revoked_at IS NULL"));
+            rc = weir_token_create(conn, "worker", "weir-up-worker", worker_token, sizeof worker_token)
+                     ? WEIR_EXIT_FAIL : 0;
+        }
     }
     PQfinish(conn);
     if (!rc) {
@@ -275,15 +331,23 @@ int weir_cmd_up(int argc, char **argv) {
     }
     if (!rc) {
         printf("weir up: scheduler at %s; the CLI finds it through %s/client.json\n"
-               "weir up: try `weir apply examples/churn.lua` and `weir pipelines`; Ctrl-C stops everything\n",
-               cfg.url, cfg.home);
+               "weir up: %d local worker%s; try `weir apply examples/hello.lua`, `weir trigger hello`, `weir runs`;\n"
+               "weir up: Ctrl-C stops everything\n",
+               cfg.url, cfg.home, nworkers, nworkers == 1 ? "" : "s");
         fflush(stdout);
+        pid_t pids[16] = {0};
+        if (nworkers && start_workers(&cfg, worker_token, nworkers, pids))
+            fprintf(stderr, "weir up: could not start the local workers\n");
         weir_sched_opts_t o;
         memset(&o, 0, sizeof o);
         o.database = cfg.database;
         o.host = "127.0.0.1";
         o.port = port;
+        char artifacts[1100];
+        snprintf(artifacts, sizeof artifacts, "%s/artifacts", cfg.home);
+        o.artifacts_dir = artifacts;
         rc = weir_sched_run(&o);
+        stop_workers(pids, nworkers);
     }
     if (started) {
         /* A second Ctrl-C must not leave PostgreSQL running behind us. */
