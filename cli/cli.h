@@ -59,8 +59,11 @@ typedef struct {
 } cli_table_t;
 void cli_table_init(cli_table_t *t, int ncols);
 void cli_table_row(cli_table_t *t, ...); /* ncols strings; NULL prints as "-" */
-void cli_table_print(cli_table_t *t, FILE *out);
+void cli_table_print(cli_table_t *t, FILE *out); /* pads by cli_text_width */
 void cli_table_free(cli_table_t *t);
+
+/* Display width of UTF-8 text: its code points (no wide or combining characters in our output). */
+size_t cli_text_width(const char *s);
 
 /* Formats an ISO timestamp from the API as "2026-11-23 10:04:05" (UTC); buf ≥ 20 bytes. */
 const char *cli_time(const char *iso, char *buf, size_t size);

@@ -74,19 +74,27 @@ void cli_table_row(cli_table_t *t, ...) {
     t->nrows++;
 }
 
+size_t cli_text_width(const char *s) {
+    size_t w = 0;
+    for (; s && *s; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80) w++;
+    return w;
+}
+
 void cli_table_print(cli_table_t *t, FILE *out) {
     size_t width[32] = {0};
     for (int r = 0; r < t->nrows; r++)
         for (int c = 0; c < t->ncols && c < 32; c++) {
-            const char *s = t->cells[r * t->ncols + c];
-            size_t w = s ? strlen(s) : 0;
+            size_t w = cli_text_width(t->cells[r * t->ncols + c]);
             if (w > width[c]) width[c] = w;
         }
     for (int r = 0; r < t->nrows; r++) {
         for (int c = 0; c < t->ncols; c++) {
             const char *s = t->cells[r * t->ncols + c];
-            if (c == t->ncols - 1) fprintf(out, "%s\n", s ? s : "");
-            else fprintf(out, "%-*s  ", (int)width[c], s ? s : "");
+            if (c == t->ncols - 1) { fprintf(out, "%s\n", s ? s : ""); continue; }
+            /* pad by characters, not bytes, so tree lines and symbols (UTF-8) stay aligned */
+            size_t w = cli_text_width(s);
+            fprintf(out, "%s%*s  ", s ? s : "", (int)(c < 32 && width[c] > w ? width[c] - w : 0), "");
         }
     }
 }
