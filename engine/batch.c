@@ -22,6 +22,7 @@ typedef struct op_s {
     int nparams;
     unsigned flags;
     weir_batch_cb cb;
+    weir_batch_fill fill; /* lazy parameters, made at send time */
     void *data;
     char *params[]; /* nparams pointers, then the strings, in one allocation */
 } op_t;
@@ -49,7 +50,7 @@ typedef struct {
 static op_t *op_new(const char *sql, int nparams, const char *const *params, unsigned flags, weir_batch_cb cb,
                     void *data) {
     size_t bytes = sizeof(op_t) + (size_t)nparams * sizeof(char *);
-    for (int i = 0; i < nparams; i++) bytes += params[i] ? strlen(params[i]) + 1 : 0;
+    for (int i = 0; i < nparams && params; i++) bytes += params[i] ? strlen(params[i]) + 1 : 0;
     op_t *o = malloc(bytes);
     if (!o) return NULL;
     o->next = NULL;
@@ -57,10 +58,11 @@ static op_t *op_new(const char *sql, int nparams, const char *const *params, uns
     o->nparams = nparams;
     o->flags = flags;
     o->cb = cb;
+    o->fill = NULL;
     o->data = data;
     char *p = (char *)(o->params + nparams);
     for (int i = 0; i < nparams; i++) {
-        if (!params[i]) { o->params[i] = NULL; continue; }
+        if (!params || !params[i]) { o->params[i] = NULL; continue; }
         size_t n = strlen(params[i]) + 1;
         memcpy(p, params[i], n);
         o->params[i] = p;
@@ -119,7 +121,18 @@ static void send_ops(weir_batch_t *b, op_t **ops, int n) {
         free(s);
         return;
     }
-    for (int i = 0; i < n; i++) weir_db_tx_add(tx, ops[i]->sql, ops[i]->nparams, (const char *const *)ops[i]->params);
+    for (int i = 0; i < n; i++) {
+        op_t *o = ops[i];
+        if (!o->fill) {
+            weir_db_tx_add(tx, o->sql, o->nparams, (const char *const *)o->params);
+            continue;
+        }
+        for (int k = 0; k < o->nparams; k++) o->params[k] = NULL;
+        if (o->fill(o->data, o->params))
+            for (int k = 0; k < o->nparams; k++) { free(o->params[k]); o->params[k] = NULL; }
+        weir_db_tx_add(tx, o->sql, o->nparams, (const char *const *)o->params); /* copies them */
+        for (int k = 0; k < o->nparams; k++) { free(o->params[k]); o->params[k] = NULL; }
+    }
     s->b = b;
     s->ops = ops;
     s->n = n;
@@ -177,16 +190,31 @@ void weir_batch_free(weir_batch_t *b) {
     uv_close((uv_handle_t *)&b->prepare, on_closed);
 }
 
+static void enqueue(weir_batch_t *b, op_t *o) {
+    if (b->tail) b->tail->next = o;
+    else b->head = o;
+    b->tail = o;
+    b->waiting++;
+}
+
 int weir_batch_add(weir_batch_t *b, const char *sql, int nparams, const char *const *params, unsigned flags,
                    weir_batch_cb cb, void *data) {
     if (b->closing) return WEIR_EUNAVAIL;
     if (b->waiting >= MAX_WAITING) return WEIR_ELIMIT;
     op_t *o = op_new(sql, nparams, params, flags, cb, data);
     if (!o) return WEIR_ENOMEM;
-    if (b->tail) b->tail->next = o;
-    else b->head = o;
-    b->tail = o;
-    b->waiting++;
+    enqueue(b, o);
+    return 0;
+}
+
+int weir_batch_add_lazy(weir_batch_t *b, const char *sql, int nparams, weir_batch_fill fill, unsigned flags,
+                        weir_batch_cb cb, void *data) {
+    if (b->closing) return WEIR_EUNAVAIL;
+    if (b->waiting >= MAX_WAITING) return WEIR_ELIMIT;
+    op_t *o = op_new(sql, nparams, NULL, flags, cb, data);
+    if (!o) return WEIR_ENOMEM;
+    o->fill = fill;
+    enqueue(b, o);
     return 0;
 }
 

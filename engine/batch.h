@@ -34,6 +34,13 @@ void weir_batch_free(weir_batch_t *b);
  * 0, or WEIR_ELIMIT when 20,000 operations are already waiting (answer 503), WEIR_ENOMEM. */
 int weir_batch_add(weir_batch_t *b, const char *sql, int nparams, const char *const *params, unsigned flags,
                    weir_batch_cb cb, void *data);
+/* Like weir_batch_add, but the parameters are made just before the batch is sent: fill(data,
+ * params) stores nparams malloc'd strings (NULL for SQL NULL) and returns 0, or non-zero to send
+ * NULLs. Lets callers gather many requests into one statement until the last moment. fill may be
+ * called again if the statement has to be re-run alone. */
+typedef int (*weir_batch_fill)(void *data, char **params);
+int weir_batch_add_lazy(weir_batch_t *b, const char *sql, int nparams, weir_batch_fill fill, unsigned flags,
+                        weir_batch_cb cb, void *data);
 /* Operations waiting and in flight. */
 unsigned weir_batch_pending(const weir_batch_t *b);
 /* Transactions committed and operations they carried, since start (for /metrics and benchmarks). */

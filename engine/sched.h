@@ -45,6 +45,7 @@ typedef struct weir_sched_s {
     unsigned nnotices;
     unsigned gates_inflight;     /* gate evaluations under way */
     int gate_probing;            /* a search for ready gates is in a batch */
+    void *completions;           /* completions being gathered into one call (engine/work.c) */
 } weir_sched_t;
 
 /* Verifies the schema, connects, listens, and runs until SIGINT or SIGTERM.

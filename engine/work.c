@@ -335,9 +335,83 @@ static int attempt_args(api_req_t *a, char *w, char *t, char *n) {
 
 static int is_sha256(const char *s) { return strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64; }
 
+/* Completions that arrive in one loop turn are gathered into one call of weir_complete_many,
+ * made when the batch is sent: dependents of all of them are then updated together. */
+typedef struct {
+    weir_sched_t *s;
+    api_req_t **reqs;
+    json_t *items;
+    size_t n, cap;
+} completion_set_t;
+
+static int completions_fill(void *data, char **params) {
+    completion_set_t *c = data;
+    if (c->s->completions == c) c->s->completions = NULL; /* later completions start a new set */
+    params[0] = json_dumps(c->items, JSON_COMPACT);
+    return params[0] ? 0 : -1;
+}
+
+static void completions_done(weir_db_tx_t *tx, int i, int status, void *data) {
+    completion_set_t *c = data;
+    if (c->s->completions == c) c->s->completions = NULL;
+    json_t *res = status ? NULL : json_loads(weir_db_value(tx, i, 0, 0), 0, NULL);
+    for (size_t k = 0; k < c->n; k++) {
+        json_t *r = json_array_get(res, k);
+        if (status) api_reply_db_error(c->reqs[k], tx, status);
+        else if (!r) api_reply_error(c->reqs[k], 500, "unexpected answer from the database");
+        else {
+            char *one = json_dumps(r, JSON_COMPACT);
+            api_reply_result(c->reqs[k], one ? one : "{}");
+            free(one);
+        }
+    }
+    json_decref(res);
+    json_decref(c->items);
+    free(c->reqs);
+    free(c);
+}
+
+/* Adds one completion to the set being gathered; -1 after answering 503. */
+static int completion_add(api_req_t *a, json_t *item) {
+    weir_sched_t *s = a->s;
+    completion_set_t *c = s->completions;
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c || !(c->items = json_array())) {
+            free(c);
+            json_decref(item);
+            api_reply_error(a, 500, "out of memory");
+            return -1;
+        }
+        c->s = s;
+        if (weir_batch_add_lazy(s->batch, "SELECT weir_complete_many($1::jsonb)", 1, completions_fill, WEIR_BATCH_WAKES,
+                                completions_done, c)) {
+            json_decref(c->items);
+            free(c);
+            json_decref(item);
+            api_reply_error(a, 503, "scheduler is overloaded; retry shortly");
+            return -1;
+        }
+        s->completions = c;
+    }
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 16;
+        api_req_t **r = realloc(c->reqs, cap * sizeof *r);
+        if (!r) { json_decref(item); api_reply_error(a, 500, "out of memory"); return -1; }
+        c->reqs = r;
+        c->cap = cap;
+    }
+    c->reqs[c->n++] = a;
+    json_array_append_new(c->items, item);
+    return 0;
+}
+
 void api_complete(api_req_t *a) {
-    char w[24], t[24], n[24];
-    if (attempt_args(a, w, t, n)) return;
+    int64_t worker = api_parse_id(a->args[0]), task = api_parse_id(a->args[1]), num = api_parse_id(a->args[2]);
+    if (!worker || !task || !num || num > 1000000) {
+        api_reply_error(a, 400, "invalid worker, task or attempt number in the path");
+        return;
+    }
     static const char *const fields[] = {"status", "exit_code", "error", "metrics", "outputs", NULL};
     if (api_parse_body(a, fields)) return;
     int bad = 0;
@@ -362,21 +436,18 @@ void api_complete(api_req_t *a) {
             return;
         }
     }
-    char *ms = json_dumps(metrics ? metrics : json_object(), JSON_COMPACT);
-    char *os = json_dumps(outputs ? outputs : json_object(), JSON_COMPACT);
-    char code[16];
-    snprintf(code, sizeof code, "%lld", (long long)exit_code);
-    if (ms && strlen(ms) > 65536) {
+    if (metrics) {
+        char *ms = json_dumps(metrics, JSON_COMPACT);
+        size_t len = ms ? strlen(ms) : 0;
         free(ms);
-        free(os);
-        api_reply_error(a, 400, "field \"metrics\" is larger than 64 KiB");
-        return;
+        if (len > 65536) { api_reply_error(a, 400, "field \"metrics\" is larger than 64 KiB"); return; }
     }
-    api_call(a, "SELECT weir_attempt_complete($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb)", 8,
-             (const char *[]){w, t, n, status, code, error ? error : "", ms ? ms : "{}", os ? os : "{}"},
-             WEIR_BATCH_WAKES);
-    free(ms);
-    free(os);
+    json_t *item = json_pack("{s:I, s:I, s:I, s:s, s:I, s:s, s:O, s:O}", "worker", (json_int_t)worker, "task",
+                             (json_int_t)task, "attempt", (json_int_t)num, "status", status, "exit_code",
+                             (json_int_t)exit_code, "error", error ? error : "", "metrics",
+                             metrics ? metrics : json_object(), "outputs", outputs ? outputs : json_object());
+    if (!item) { api_reply_error(a, 500, "out of memory"); return; }
+    completion_add(a, item);
 }
 
 void api_log_chunk(api_req_t *a) {

@@ -648,3 +648,71 @@ BEGIN
     RETURN jsonb_build_object('code', 200, 'lost', n_lost, 'timed_out', n_timed, 'retried', n_retried,
                               'approvals_expired', n_expired, 'notify', notify);
 END $$;
+
+-- Many completions in one call, for the group-commit batch: each report is checked and applied as
+-- weir_attempt_complete would, but the dependents of all the succeeded tasks are updated together
+-- and their events written in one statement. Answers an array of results, in input order.
+-- Input: [{"worker", "task", "attempt", "status", "exit_code", "error", "metrics", "outputs"}].
+CREATE FUNCTION weir_complete_many(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    x jsonb; t tasks; a attempts; res jsonb[] := '{}'; done bigint[] := '{}';
+    ev_run bigint[] := '{}'; ev_att int[] := '{}'; ev_actor text[] := '{}';
+    w bigint; n int; tid bigint; status text; v_outputs jsonb; v_metrics jsonb; missing text;
+    wname text; last_w bigint := -1; st text; err text;
+BEGIN
+    FOR x IN SELECT * FROM jsonb_array_elements(p) LOOP
+        w := (x->>'worker')::bigint; tid := (x->>'task')::bigint; n := (x->>'attempt')::int;
+        status := x->>'status'; v_outputs := coalesce(x->'outputs', '{}'); v_metrics := coalesce(x->'metrics', '{}');
+        SELECT * INTO t FROM tasks WHERE id = tid FOR UPDATE;
+        IF NOT FOUND THEN
+            res := res || weir_refuse(404, format('no task %s', tid));
+            CONTINUE;
+        END IF;
+        IF t.attempt <> n OR t.state <> 'running' OR t.worker_id IS DISTINCT FROM w THEN
+            SELECT * INTO a FROM attempts WHERE task_id = tid AND number = n;
+            IF FOUND AND a.worker_id = w AND a.state = status THEN
+                res := res || jsonb_build_object('code', 200, 'state', t.state, 'duplicate', true);
+            ELSE
+                res := res || weir_refuse(409, format('attempt %s of task %s is not current (task %s, attempt %s%s)', n,
+                    tid, t.state, t.attempt, CASE WHEN a.state IS NOT NULL THEN ', that attempt ' || a.state ELSE '' END));
+            END IF;
+            CONTINUE;
+        END IF;
+        missing := NULL;
+        IF v_outputs <> '{}' THEN
+            SELECT min(key) INTO missing FROM jsonb_each_text(v_outputs) o
+             WHERE NOT EXISTS (SELECT 1 FROM artifacts WHERE sha256 = o.value);
+        END IF;
+        IF missing IS NOT NULL THEN
+            res := res || weir_refuse(400, format('output "%s": artifact %s was not uploaded', missing, v_outputs->>missing));
+            CONTINUE;
+        END IF;
+        IF w <> last_w THEN SELECT name INTO wname FROM workers WHERE id = w; last_w := w; END IF;
+        err := coalesce(x->>'error', '');
+        UPDATE attempts SET state = status, finished_at = now(), exit_code = (x->>'exit_code')::int, error = err,
+               metrics = v_metrics
+         WHERE task_id = tid AND number = n;
+        IF status = 'succeeded' THEN
+            IF v_outputs <> '{}' THEN
+                INSERT INTO task_outputs (task_id, name, attempt, sha256)
+                SELECT tid, key, n, value FROM jsonb_each_text(v_outputs)
+                ON CONFLICT (task_id, name) DO UPDATE SET attempt = EXCLUDED.attempt, sha256 = EXCLUDED.sha256;
+                UPDATE artifacts SET producer_run_id = t.run_id, producer_task_id = tid
+                 WHERE sha256 IN (SELECT value FROM jsonb_each_text(v_outputs)) AND producer_task_id IS NULL;
+            END IF;
+            UPDATE tasks SET state = 'succeeded', finished_at = now(), error = '', metrics = v_metrics,
+                   outputs = v_outputs, lease_expires_at = NULL, deadline_at = NULL
+             WHERE id = tid;
+            done := done || tid; ev_run := ev_run || t.run_id; ev_att := ev_att || n; ev_actor := ev_actor || coalesce(wname, '');
+            res := res || jsonb_build_object('code', 200, 'state', 'succeeded');
+        ELSE
+            st := weir_task_failed(t, CASE WHEN err <> '' THEN err WHEN status = 'timed_out' THEN 'timed out'
+                                           ELSE format('exit status %s', x->>'exit_code') END, coalesce(wname, ''));
+            res := res || jsonb_build_object('code', 200, 'state', st);
+        END IF;
+    END LOOP;
+    INSERT INTO events (kind, run_id, task_id, attempt, from_state, to_state, actor)
+    SELECT 'task.state', r, tk, at, 'running', 'succeeded', ac FROM unnest(ev_run, done, ev_att, ev_actor) AS u(r, tk, at, ac);
+    IF cardinality(done) > 0 THEN PERFORM weir_tasks_finished(done); END IF;
+    RETURN to_jsonb(res);
+END $$;
