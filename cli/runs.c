@@ -171,9 +171,15 @@ static json_t *find_task(const json_t *run, const char *name, int complain) {
         const char **names = calloc(n ? n : 1, sizeof *names);
         json_array_foreach(tasks, i, t) names[i] = json_string_value(json_object_get(t, "name")) ?: "";
         char hint[160];
-        fprintf(stderr, "weir: run %lld has no task \"%s\"%s\n",
-                (long long)json_integer_value(json_object_get(run, "id")), name,
-                weir_did_you_mean(name, strlen(name), names, n, hint, sizeof hint));
+        const char *dym = weir_did_you_mean(name, strlen(name), names, n, hint, sizeof hint);
+        fprintf(stderr, "weir: run %lld has no task \"%s\"%s", (long long)json_integer_value(json_object_get(run, "id")),
+                name, dym);
+        if (!*dym && n) {
+            fprintf(stderr, " (its tasks: ");
+            for (size_t k = 0; k < n && k < 12; k++) fprintf(stderr, "%s%s", k ? ", " : "", names[k]);
+            fprintf(stderr, "%s)", n > 12 ? ", …" : "");
+        }
+        fputc('\n', stderr);
         free(names);
     }
     return NULL;
@@ -389,7 +395,8 @@ int weir_cmd_runs(int argc, char **argv) {
     const char *sep = "?";
     if (pipeline) { n += snprintf(path + n, sizeof path - (size_t)n, "%spipeline=%s", sep, pipeline); sep = "&"; }
     if (state) { n += snprintf(path + n, sizeof path - (size_t)n, "%sstate=%s", sep, state); sep = "&"; }
-    if (limit) snprintf(path + n, sizeof path - (size_t)n, "%slimit=%ld", sep, limit);
+    /* always sent: the documented default is 50, but naming it costs nothing */
+    snprintf(path + n, sizeof path - (size_t)n, "%slimit=%ld", sep, limit ? limit : 50);
 
     weir_response_t res;
     if ((rc = cli_call(&cfg, "GET", path, NULL, &res))) { weir_response_free(&res); return rc; }
@@ -651,7 +658,8 @@ int weir_cmd_logs(int argc, char **argv) {
             weir_response_free(&res);
             json_t *t = fetch_task(&cfg, id, task, &trc);
             if (!t) return trc;
-            const char *st = json_string_value(json_object_get(t, "state")) ?: "?";
+            char st[32];
+            snprintf(st, sizeof st, "%s", json_string_value(json_object_get(t, "state")) ?: "?");
             int64_t cur = json_integer_value(json_object_get(t, "attempt"));
             int started = cur > 0 && (!pinned || attempt <= cur);
             int finished = cli_task_finished(st);

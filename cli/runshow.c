@@ -174,20 +174,26 @@ static void one_line(const char *s, char *buf, size_t size) {
     snprintf(buf, size, "%.*s%s", (int)i, s, i < strlen(s) ? "…" : "");
 }
 
-/* A gate's or approval's decision for people: its text, its reason or comment, who decided. */
+/* A gate's or approval's decision for people. The scheduler writes {"blessed", "summary", ...} for
+ * gates and {"approved", "by", "comment", "at"} for approvals; anything else is shown as JSON. */
 static void decision_text(const json_t *d, char *buf, size_t size) {
     buf[0] = '\0';
     if (json_is_string(d)) { one_line(json_string_value(d), buf, size); return; }
     if (!json_is_object(d) || !json_object_size(d)) return;
-    char text[512] = "";
+    char text[1024] = "";
     size_t n = 0;
-    static const char *const keys[] = {"decision", "outcome", "reason", "message", "comment"};
+    json_t *blessed = json_object_get(d, "blessed"), *approved = json_object_get(d, "approved");
+    const char *verdict = json_is_boolean(blessed) ? (json_is_true(blessed) ? "blessed" : "not blessed")
+                        : json_is_boolean(approved) ? (json_is_true(approved) ? "approved" : "rejected")
+                        : tstr(d, "decision") ?: tstr(d, "outcome");
+    if (verdict) n += (size_t)snprintf(text, sizeof text, "%s", verdict);
+    const char *by = tstr(d, "by") ?: tstr(d, "actor");
+    if (by && *by && n < sizeof text) n += (size_t)snprintf(text + n, sizeof text - n, "%sby %s", n ? " " : "", by);
+    static const char *const keys[] = {"summary", "reason", "message", "comment"};
     for (size_t i = 0; i < sizeof keys / sizeof keys[0] && n < sizeof text; i++) {
         const char *v = tstr(d, keys[i]);
         if (v && *v) n += (size_t)snprintf(text + n, sizeof text - n, "%s%s", n ? ": " : "", v);
     }
-    const char *by = tstr(d, "by") ?: tstr(d, "actor");
-    if (by && *by && n < sizeof text) n += (size_t)snprintf(text + n, sizeof text - n, "%sby %s", n ? " " : "", by);
     if (!n) {
         char *dump = json_dumps(d, JSON_COMPACT);
         snprintf(text, sizeof text, "%s", dump ? dump : "");
