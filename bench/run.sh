@@ -9,3 +9,5 @@ if [ -x build/bench/bench_compile ]; then
 fi
 echo "== apply"
 sh bench/apply.sh build/weir
+echo "== runs"
+sh bench/runs.sh build/weir

@@ -362,8 +362,28 @@ static void api_healthz(api_req_t *a) {
         api_reply_json(a, 503, json_pack("{s:s, s:s}", "status", "degraded", "database", "unavailable"));
 }
 
+/* Prometheus text format: what the group commit and the claims are doing. */
+static void api_metrics(api_req_t *a) {
+    unsigned long long txs = 0, ops = 0;
+    if (a->s->batch) weir_batch_stats(a->s->batch, &txs, &ops);
+    char body[1024];
+    int n = snprintf(body, sizeof body,
+                     "# HELP weir_batch_transactions_total Transactions committed by the group commit.\n"
+                     "# TYPE weir_batch_transactions_total counter\nweir_batch_transactions_total %llu\n"
+                     "# HELP weir_batch_operations_total Statements those transactions carried.\n"
+                     "# TYPE weir_batch_operations_total counter\nweir_batch_operations_total %llu\n"
+                     "# HELP weir_claims_waiting Worker claims held open.\n"
+                     "# TYPE weir_claims_waiting gauge\nweir_claims_waiting %u\n"
+                     "# HELP weir_database_up 1 while the database connection is up.\n"
+                     "# TYPE weir_database_up gauge\nweir_database_up %d\n",
+                     txs, ops, weir_work_waiting(a->s), a->s->db && weir_db_connected(a->s->db));
+    weir_http_respond(a->http, 200, "text/plain; version=0.0.4", body, (size_t)n);
+    api_free(a);
+}
+
 static const route_t routes[] = {
     {"GET", "/healthz", 0, api_healthz},
+    {"GET", "/metrics", 0, api_metrics},
     {"GET", "/v1/pipelines", ROLES_READ, api_list_pipelines},
     {"POST", "/v1/pipelines", ROLE_OPERATOR, api_apply},
     {"GET", "/v1/pipelines/{}", ROLES_READ, api_show_pipeline},

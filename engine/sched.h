@@ -62,6 +62,8 @@ void weir_work_tick(weir_sched_t *s);
 void weir_work_offer(weir_sched_t *s);
 void weir_work_notify(weir_sched_t *s, json_t *notify);
 void weir_work_stop(weir_sched_t *s);
+/* Claims held open now. */
+unsigned weir_work_waiting(const weir_sched_t *s);
 /* engine/gate.c: decides gates that became ready (kind gate, state queued on queue ''). */
 void weir_gate_probe(weir_sched_t *s);
 

@@ -527,4 +527,13 @@ void weir_work_tick(weir_sched_t *s) {
                        1, (const char *[]){lease}, 0, gone_done, NULL);
     }
     if (s->ticks % 5 == 1) weir_gate_probe(s);
+    /* Tasks can also become ready without a batch of ours (a restart, another scheduler's
+     * transaction): once a second, waiting claims look again. */
+    if (s->ticks % 5 == 3) weir_work_offer(s);
+}
+
+unsigned weir_work_waiting(const weir_sched_t *s) {
+    unsigned n = 0;
+    for (const weir_waiter_t *w = s->waiters; w; w = w->next) n++;
+    return n;
 }
