@@ -293,3 +293,13 @@ int wk_exec_run(const wk_exec_spec_t *s, wk_proc_t *p, wk_exec_result_t *r) {
     }
     return 0;
 }
+
+void wk_proc_kill_now(wk_proc_t *p) {
+    pthread_mutex_lock(&p->mu);
+    if (!atomic_load(&p->cancelled)) snprintf(p->reason, sizeof p->reason, "the worker was stopped");
+    atomic_store(&p->cancelled, 1);
+    if (p->pgid > 0) kill(-p->pgid, SIGKILL);
+    pthread_mutex_unlock(&p->mu);
+    uint64_t one = 1;
+    if (write(p->wake_fd, &one, sizeof one) < 0) { /* already signalled */ }
+}

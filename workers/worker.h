@@ -256,4 +256,90 @@ void wk_http_close(wk_http_t *h);
 int wk_http_call(wk_http_t *h, const wk_req_t *req, wk_resp_t *res);
 void wk_resp_free(wk_resp_t *res);
 
+/* ---------------------------------------------------------------- the agent (worker.c, task.c) */
+
+/* wk_proc_cancel's harder sibling: SIGKILL to the group at once (second SIGTERM/SIGINT). */
+void wk_proc_kill_now(wk_proc_t *p);
+
+typedef struct wk_agent_s wk_agent_t;
+typedef struct wk_task_s wk_task_t;
+
+/* One claimed attempt, from claim to its final completion answer (or abandonment). Created
+ * by the claim loop, owned by the agent's list; freed by wk_agent_release, after which
+ * nobody touches it. */
+struct wk_task_s {
+    wk_task_t *prev, *next;      /* agent's list, under agent->mu */
+    wk_task_t *qnext;            /* the completion queue, under agent->mu */
+    wk_agent_t *agent;
+    int64_t task_id;
+    int attempt;
+    json_t *claim;               /* the CLAIM object, owned */
+    int gpu;
+    int64_t memory;
+    uint64_t claimed_at;         /* monotonic ms when the claim that brought it was sent */
+    atomic_int abandoned;        /* cancelled, stale or lease lost: send nothing more */
+    int queued;                  /* in the completion queue; under agent->mu */
+    int has_proc;                /* exec steps: proc is initialised */
+    wk_proc_t proc;
+    json_t *completion;          /* the complete body, owned; set before queueing */
+};
+
+struct wk_agent_s {
+    /* options, fixed after start */
+    char name[256];
+    char dir[1024];              /* work directory: attempts/, cache/ */
+    char cwd[1024];              /* "" = a fresh directory per attempt */
+    int slots;
+    json_t *queues;              /* array of strings */
+    int gpu;
+    int64_t memory;
+    json_t *labels;              /* object */
+    int64_t max_log;
+    int64_t kill_grace_ms;
+    int completers;
+    wk_sched_t sched;
+
+    int64_t worker_id;
+    atomic_int lease_ms, heartbeat_ms;
+
+    pthread_mutex_t mu;
+    pthread_cond_t cond;         /* completion queue, task releases, exit */
+    wk_task_t *tasks;            /* every held attempt */
+    int ntasks, used_gpu;
+    int64_t used_memory;
+    wk_task_t *qhead, *qtail;    /* completions to send */
+    uint64_t last_renewed;       /* monotonic ms when the last successful heartbeat was sent */
+    atomic_int draining;         /* first SIGTERM: claim nothing new */
+    atomic_int exiting;          /* threads stop */
+    void *claim_multi;           /* CURLM * of the claim loop, for curl_multi_wakeup */
+};
+
+/* Removes t from the agent, frees it and wakes the claim loop (a slot is free). */
+void wk_agent_release(wk_agent_t *a, wk_task_t *t);
+/* Hands t's completion (t->completion set) to the completer threads, or releases t when it
+ * was abandoned meanwhile. */
+void wk_agent_complete(wk_agent_t *a, wk_task_t *t);
+/* Marks t abandoned (nothing more is sent for it) and kills its step; a queued completion
+ * is dropped. reason goes to the log. */
+void wk_agent_abandon(wk_agent_t *a, wk_task_t *t, const char *reason);
+
+/* The runner thread's body for an exec step (task.c): inputs, directories, the step,
+ * outputs, then wk_agent_complete. arg is the wk_task_t. */
+void *wk_task_thread(void *arg);
+/* A completion body. metrics and outputs are stolen (may be NULL). */
+json_t *wk_completion(const char *status, int exit_code, const char *error, json_t *metrics, json_t *outputs);
+
+/* The artifact cache: makes sure dir/cache/<sha> holds the artifact (downloading, capped
+ * at size, verified), and writes its path. 0 or an error with err set. */
+int wk_fetch_artifact(wk_agent_t *a, wk_http_t *h, const char *sha, int64_t size, char *path, size_t pathsize,
+                      char *err, size_t errsize);
+/* Uploads one file as an artifact (deflated via a temp file beside it); writes its sha.
+ * 0 or an error with err set (the server's message on 400/413). Retries transient
+ * failures while t is not abandoned. */
+int wk_put_artifact(wk_agent_t *a, wk_http_t *h, wk_task_t *t, const char *path, const char *tmpdir, char sha[65],
+                    char *err, size_t errsize);
+
+/* Removes a directory tree (no links followed). 0 or WEIR_EIO. */
+int wk_rmtree(const char *path);
+
 #endif
