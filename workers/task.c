@@ -54,7 +54,7 @@ int wk_rmtree(const char *path) {
     return nftw(path, rm_one, 32, FTW_DEPTH | FTW_PHYS) ? WEIR_EIO : 0;
 }
 
-static int mkdirs(const char *path) {
+int wk_mkdirs(const char *path) {
     char tmp[1100];
     snprintf(tmp, sizeof tmp, "%s", path);
     for (char *p = tmp + 1; *p; p++) {
@@ -102,7 +102,7 @@ int wk_fetch_artifact(wk_agent_t *a, wk_http_t *h, const char *sha, int64_t size
     snprintf(path, pathsize, "%s/%s", dir, sha);
     struct stat st;
     if (!stat(path, &st) && st.st_size == size) return 0; /* written only after verification */
-    if (mkdirs(dir)) {
+    if (wk_mkdirs(dir)) {
         snprintf(err, errsize, "cannot create the cache directory %s: %s", dir, strerror(errno));
         return WEIR_EIO;
     }
@@ -293,7 +293,7 @@ static int prepare(wk_task_t *t, wk_http_t *h, const char *adir, const char *wor
     }
     if (atomic_load(&t->abandoned)) { snprintf(err, errsize, "abandoned"); return WEIR_ECONFLICT; }
     wk_rmtree(adir);
-    if (mkdirs(workdir) || mkdirs(outdir)) {
+    if (wk_mkdirs(workdir) || wk_mkdirs(outdir)) {
         snprintf(err, errsize, "cannot create the attempt directory %s: %s", adir, strerror(errno));
         return WEIR_EIO;
     }

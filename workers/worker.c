@@ -715,8 +715,7 @@ int weir_cmd_worker(int argc, char **argv) {
     char sub[1100];
     if (snprintf(sub, sizeof sub, "%s/attempts", a->dir) >= (int)sizeof sub) return WEIR_EXIT_USAGE;
     mkdir(cfg.home, 0700);
-    mkdir(a->dir, 0755);
-    if (mkdir(sub, 0755) && errno != EEXIST) {
+    if (wk_mkdirs(sub)) {
         fprintf(stderr, "weir worker: cannot create the work directory %s: %s (pass --dir)\n", sub, strerror(errno));
         return WEIR_EXIT_FAIL;
     }

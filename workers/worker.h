@@ -339,6 +339,8 @@ int wk_fetch_artifact(wk_agent_t *a, wk_http_t *h, const char *sha, int64_t size
 int wk_put_artifact(wk_agent_t *a, wk_http_t *h, wk_task_t *t, const char *path, const char *tmpdir, char sha[65],
                     char *err, size_t errsize);
 
+/* mkdir -p, mode 0755. 0 or WEIR_EIO (errno says why). */
+int wk_mkdirs(const char *path);
 /* Removes a directory tree (no links followed). 0 or WEIR_EIO. */
 int wk_rmtree(const char *path);
 
