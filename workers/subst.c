@@ -38,8 +38,8 @@ char *wk_value_text(const json_t *v) {
     return b.data;
 }
 
-/* The text of one "${ref}" (ref is len bytes, without the braces), or NULL with err set.
- * *found = 0 for an absent upstream output (the empty string). */
+/* Appends the text of one "${ref}" (ref is len bytes, without the braces) to out; an absent
+ * upstream output appends nothing. 0, or an error with err set. */
 static int resolve(const wk_subst_ctx_t *c, const char *ref, size_t len, weir_buf_t *out, char *err,
                    size_t errsize) {
     char name[512];

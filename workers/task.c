@@ -333,7 +333,8 @@ static int prepare(wk_task_t *t, wk_http_t *h, const char *adir, const char *wor
     return 0;
 }
 
-/* "exited with status 2" + the last lines of stderr, for the completion's error. */
+/* "exited with status 2: <last stderr line>" and, when there are more, the last lines of
+ * stderr below it: the first line is what a table shows, the rest is for `run show`. */
 static void failure_text(const wk_exec_result_t *r, char *out, size_t size) {
     const char *tail = r->tail;
     /* start the tail at a line boundary when the cut fell mid-line */
@@ -342,9 +343,15 @@ static void failure_text(const wk_exec_result_t *r, char *out, size_t size) {
         if (nl && nl[1]) tail = nl + 1;
     }
     size_t tl = strlen(tail);
-    while (tl && (tail[tl - 1] == '\n' || tail[tl - 1] == '\r')) tl--;
-    if (tl) snprintf(out, size, "%s; stderr ends with:\n%.*s", r->error, (int)tl, tail);
-    else snprintf(out, size, "%s", r->error);
+    while (tl && (tail[tl - 1] == '\n' || tail[tl - 1] == '\r' || tail[tl - 1] == ' ')) tl--;
+    if (!tl) {
+        snprintf(out, size, "%s", r->error);
+        return;
+    }
+    size_t ls = tl;
+    while (ls && tail[ls - 1] != '\n') ls--;
+    if (!ls) snprintf(out, size, "%s: %.*s", r->error, (int)tl, tail);
+    else snprintf(out, size, "%s: %.*s\nstderr ends with:\n%.*s", r->error, (int)(tl - ls), tail + ls, (int)tl, tail);
 }
 
 void *wk_task_thread(void *arg) {
