@@ -197,10 +197,12 @@ static int explain_missing_task(const weir_config_t *cfg, int64_t id, const char
 
 /* Polls the run until it ends; prints state changes unless quiet. The final GET's answer is left
  * in *last (caller frees). Returns the exit code: 0 succeeded, 1 failed or cancelled, 3, 4. */
-static int wait_for_run(const weir_config_t *cfg, int64_t id, int quiet, int64_t timeout_ms, weir_response_t *last) {
+static int wait_for_run(const weir_config_t *cfg, int64_t id, const char *initial, int quiet, int64_t timeout_ms,
+                        weir_response_t *last) {
     int64_t deadline = timeout_ms > 0 ? cli_wall_ms() + timeout_ms : -1;
-    char prev[32] = "";
+    char prev[32];
     int64_t since = -1;
+    snprintf(prev, sizeof prev, "%s", initial ? initial : "");
     memset(last, 0, sizeof *last);
     for (;;) {
         weir_response_free(last);
@@ -322,6 +324,8 @@ int weir_cmd_trigger(int argc, char **argv) {
     json_decref(body);
     if (rc) { weir_response_free(&res); goto out; }
     int64_t id = json_integer_value(json_object_get(res.json, "run"));
+    char state0[32];
+    snprintf(state0, sizeof state0, "%s", json_string_value(json_object_get(res.json, "state")) ?: "");
     if (!wait || !json) {
         if (json) cli_print_json(res.json);
         else {
@@ -341,7 +345,7 @@ int weir_cmd_trigger(int argc, char **argv) {
         goto out;
     }
     weir_response_t last;
-    rc = wait_for_run(&cfg, id, json, timeout_ms, &last);
+    rc = wait_for_run(&cfg, id, state0, json, timeout_ms, &last);
     if (json && last.json) cli_print_json(last.json);
     else if (rc == WEIR_EXIT_FAIL && last.json && cli_run_ended(json_string_value(json_object_get(last.json, "state"))))
         print_failures(last.json);

@@ -246,9 +246,10 @@ static void task_row(tree_t *tr, int ti, const char *prefix, const char *after) 
     long long max = json_integer_value(json_object_get(t, "max_attempts"));
     if (a > 0 && max > 0) snprintf(att, sizeof att, "%lld/%lld", a, max);
     else if (a > 0) snprintf(att, sizeof att, "%lld", a);
+    /* a decision says more than the error the scheduler derives from it ("rejected by X") */
+    decision_text(json_object_get(t, "decision"), msg, sizeof msg);
     const char *err = tstr(t, "error");
-    if (err && *err) one_line(err, msg, sizeof msg);
-    else decision_text(json_object_get(t, "decision"), msg, sizeof msg);
+    if (!msg[0] && err && *err) one_line(err, msg, sizeof msg);
     if (!msg[0] && st && !strcmp(st, "waiting"))
         snprintf(msg, sizeof msg, "weir approve|reject %lld %s",
                  (long long)json_integer_value(json_object_get(tr->run, "id")), tstr(t, "name") ?: "?");
