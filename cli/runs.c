@@ -704,6 +704,8 @@ int weir_cmd_logs(int argc, char **argv) {
         size_t len = res.len;
         weir_response_free(&res);
         if (attempt == 0 && got > 0) attempt = got; /* stay on this attempt while paging through it */
+        int advanced = next > after;
+        if (next >= 0) after = next; /* before anything below re-asks, or the same chunks come twice */
         if (complete) {
             if (!follow || pinned) break;
             /* the attempt ended; if the task will run again, go on with its next attempt */
@@ -729,8 +731,6 @@ int weir_cmd_logs(int argc, char **argv) {
             if (follow) return WEIR_EXIT_FAIL;
             break;
         }
-        int advanced = next > after;
-        after = next;
         if (!follow) {
             if (!len || !advanced) break; /* all there is for now */
             continue;                     /* the answer may have been one page of a longer log */
