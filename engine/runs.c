@@ -70,7 +70,8 @@ void api_list_runs(api_req_t *a) {
     char pipeline[80] = "", state[32] = "", limit[16] = "50";
     weir_http_req_query_param(a->http, "pipeline", pipeline, sizeof pipeline);
     weir_http_req_query_param(a->http, "state", state, sizeof state);
-    weir_http_req_query_param(a->http, "limit", limit, sizeof limit);
+    /* an absent parameter comes back empty: keep the default then */
+    if (!weir_http_req_query_param(a->http, "limit", limit, sizeof limit) || !*limit) strcpy(limit, "50");
     int64_t lim = api_parse_id(limit);
     if (lim < 1 || lim > 1000) { api_reply_error(a, 400, "query parameter \"limit\" must be 1 to 1000"); return; }
     static const char *const states[] = {"", "queued", "running", "succeeded", "failed", "cancelled", NULL};
@@ -138,7 +139,7 @@ void api_trigger(api_req_t *a) {
     if (api_parse_body(a, fields)) return;
     json_t *params = json_object_get(a->body, "params");
     if (params && !json_is_object(params)) { api_reply_error(a, 400, "field \"params\" must be an object"); return; }
-    char *ps = json_dumps(params ? params : json_object(), JSON_COMPACT);
+    char *ps = params ? json_dumps(params, JSON_COMPACT) : strdup("{}");
     if (!ps) { api_reply_error(a, 500, "out of memory"); return; }
     api_call(a, "SELECT weir_run_create($1, $2::jsonb, 'manual', $3)", 3, (const char *[]){a->args[0], ps, a->actor},
              WEIR_BATCH_WAKES);

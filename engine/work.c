@@ -275,8 +275,14 @@ void api_register_worker(api_req_t *a) {
         }
     }
     if (labels && !json_is_object(labels)) { api_reply_error(a, 400, "field \"labels\" must be an object"); return; }
-    char *qs = json_dumps(queues ? queues : json_pack("[s]", "default"), JSON_COMPACT);
-    char *ls = json_dumps(labels ? labels : json_object(), JSON_COMPACT);
+    char *qs = queues ? json_dumps(queues, JSON_COMPACT) : strdup("[\"default\"]");
+    char *ls = labels ? json_dumps(labels, JSON_COMPACT) : strdup("{}");
+    if (!qs || !ls) {
+        free(qs);
+        free(ls);
+        api_reply_error(a, 500, "out of memory");
+        return;
+    }
     char sslots[16], sgpu[16], smem[24];
     snprintf(sslots, sizeof sslots, "%lld", (long long)slots);
     snprintf(sgpu, sizeof sgpu, "%lld", (long long)gpu);
@@ -442,10 +448,12 @@ void api_complete(api_req_t *a) {
         free(ms);
         if (len > 65536) { api_reply_error(a, 400, "field \"metrics\" is larger than 64 KiB"); return; }
     }
-    json_t *item = json_pack("{s:I, s:I, s:I, s:s, s:I, s:s, s:O, s:O}", "worker", (json_int_t)worker, "task",
+    /* "o" steals: the body's objects get a reference of their own, fresh empty ones none */
+    json_t *item = json_pack("{s:I, s:I, s:I, s:s, s:I, s:s, s:o, s:o}", "worker", (json_int_t)worker, "task",
                              (json_int_t)task, "attempt", (json_int_t)num, "status", status, "exit_code",
                              (json_int_t)exit_code, "error", error ? error : "", "metrics",
-                             metrics ? metrics : json_object(), "outputs", outputs ? outputs : json_object());
+                             metrics ? json_incref(metrics) : json_object(), "outputs",
+                             outputs ? json_incref(outputs) : json_object());
     if (!item) { api_reply_error(a, 500, "out of memory"); return; }
     completion_add(a, item);
 }
