@@ -158,7 +158,7 @@ void api_put_artifact(api_req_t *a) {
     }
     upload_t *u = calloc(1, sizeof *u);
     if (!u) { api_reply_error(a, 500, "out of memory"); return; }
-    snprintf(u->sha, sizeof u->sha, "%s", sha);
+    memcpy(u->sha, sha, 64);  /* is_sha256 checked the length */
     u->size = n;
     snprintf(u->media, sizeof u->media, "%s", media && *media ? media : "application/octet-stream");
     a->ctx = u;
