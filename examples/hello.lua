@@ -57,15 +57,16 @@ local pick = task "pick-best" {
   exec = { "sh", "-c", [[
     cat "$@" | sort -n | head -n 1 > "$WEIR_OUTPUT_DIR/model.txt"
     read loss a b lr < "$WEIR_OUTPUT_DIR/model.txt"
-    echo "{\"loss\": $loss, \"a\": $a, \"b\": $b, \"lr\": $lr}" > "$WEIR_METRICS_FILE"
+    echo "{\"loss\": $loss, \"a\": $a, \"b\": $b, \"lr\": $lr, \"max_loss\": $WEIR_PARAM_MAX_LOSS}" > "$WEIR_METRICS_FILE"
     echo "best: lr $lr, loss $loss, y = $a x + $b"
   ]], "pick", sweep.outputs.model[1], sweep.outputs.model[2], sweep.outputs.model[3] },
   outputs = { "model" },
 }
 
 local check = gate "good-enough" {
+  description = "bless the best model only if its loss is at most params.max_loss",
   metrics = pick,
-  thresholds = { loss = { max = 0.5 } },
+  predicate = "m['pick-best'].loss <= m['pick-best'].max_loss",
 }
 
 task "publish" {
