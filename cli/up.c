@@ -304,8 +304,13 @@ int weir_cmd_up(int argc, char **argv) {
     if (PQstatus(conn) != CONNECTION_OK) {
         fprintf(stderr, "weir up: cannot connect to the database: %s", PQerrorMessage(conn));
         rc = WEIR_EXIT_UNREACHABLE;
-    } else if (weir_migrate(conn, weir_migrations, weir_migrations_count, 0, &applied, err, sizeof err)) {
+    } else if ((rc = weir_migrate(conn, weir_migrations, weir_migrations_count, 0, &applied, err, sizeof err))) {
         fprintf(stderr, "weir up: %s\n", err);
+        /* A private cluster made by another build of weir (a migration edited in development):
+         * say where it is, since as root it may live outside the home. */
+        if (rc == WEIR_ECHECKSUM && pgdir[0])
+            fprintf(stderr, "weir up: to start afresh, remove the private cluster: rm -rf %s\n", pgdir);
+        rc = WEIR_EXIT_FAIL;
     } else {
         /* Reuse the token of a previous `weir up` on the same home when it is still valid. */
         weir_config_t old = {0};
