@@ -58,7 +58,7 @@ help:
 	@echo "make            build build/weir"
 	@echo "make deps       install the Debian packages weir needs (root)"
 	@echo "make check      run every test suite, plain and under ASan+UBSan"
-	@echo "make demo       start a private stack and run the example pipelines"
+	@echo "make demo       start a local stack and run examples/hello.lua end to end on it"
 	@echo "make bench      run the benchmarks in bench/"
 	@echo "make install    install into \$$(DESTDIR)\$$(PREFIX)"
 
