@@ -404,6 +404,7 @@ static const route_t routes[] = {
     {"POST", "/v1/workers/{}/heartbeat", ROLE_WORKER, api_heartbeat},
     {"POST", "/v1/workers/{}/attempts/{}/{}/logs", ROLE_WORKER, api_log_chunk},
     {"POST", "/v1/workers/{}/attempts/{}/{}/complete", ROLE_WORKER, api_complete},
+    {"POST", "/v1/workers/{}/completions", ROLE_WORKER, api_complete_many},
     {"PUT", "/v1/artifacts/{}", ROLE_WORKER, api_put_artifact},
     {"GET", "/v1/artifacts/{}", ROLES_ANY, api_get_artifact},
 };

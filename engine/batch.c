@@ -45,6 +45,7 @@ typedef struct {
     weir_batch_t *b;
     op_t **ops;
     int n;
+    unsigned long long t0; /* ms, when sent */
 } sent_t;
 
 static op_t *op_new(const char *sql, int nparams, const char *const *params, unsigned flags, weir_batch_cb cb,
@@ -93,6 +94,8 @@ static void on_sent(weir_db_tx_t *tx, int status, void *data) {
         free(s);
         return;
     }
+    weir_log_debug("batch: %d statements, %s in %llu ms", s->n, status ? "failed" : "committed",
+                   (unsigned long long)(uv_hrtime() / 1000000 - s->t0));
     if (status == 0) {
         b->txs++;
         b->ops += (unsigned long long)s->n;
@@ -136,6 +139,7 @@ static void send_ops(weir_batch_t *b, op_t **ops, int n) {
     s->b = b;
     s->ops = ops;
     s->n = n;
+    s->t0 = uv_hrtime() / 1000000;
     b->inflight++;
     b->inflight_ops += (unsigned)n;
     weir_db_tx_submit(tx, on_sent, s);

@@ -17,6 +17,7 @@
 enum {
     MAX_NOTICES = 4096,   /* cancels kept for workers with no claim open; heartbeats cover the rest */
     MAX_OFFERS = 64,      /* waiting claims tried in one batch */
+    MAX_COMPLETIONS = 1000, /* reports in one POST .../completions */
     MAX_WAIT_MS = 60000,
     MAX_LOG_CHUNK = 1024 * 1024
 };
@@ -342,10 +343,51 @@ static int attempt_args(api_req_t *a, char *w, char *t, char *n) {
 static int is_sha256(const char *s) { return strlen(s) == 64 && strspn(s, "0123456789abcdef") == 64; }
 
 /* Completions that arrive in one loop turn are gathered into one call of weir_complete_many,
- * made when the batch is sent: dependents of all of them are then updated together. */
+ * made when the batch is sent: dependents of all of them are then updated together. A request
+ * carries one completion (the per-attempt route) or a list (POST .../completions); each request
+ * owns a slice of the items and is answered from that slice of the results. */
+/* A completions request that also claims: its answer waits for both statements of its
+ * transaction, the completions' and the claim's, which comes right after them. */
+typedef struct {
+    api_req_t *a;
+    json_t *results, *tasks;
+    int waiting; /* statements not answered yet */
+    int status;  /* the first failure */
+    weir_db_tx_t *failed_tx;
+} handoff_t;
+
+typedef struct {
+    api_req_t *a;
+    size_t first, count;
+    int list;     /* answer {"results": [...]} rather than the single result */
+    handoff_t *h; /* or answer through this */
+} completion_req_t;
+
+static void handoff_step(handoff_t *h, weir_db_tx_t *tx, int status) {
+    if (status && !h->status) { h->status = status; h->failed_tx = tx; }
+    if (--h->waiting > 0) return;
+    if (h->status) api_reply_db_error(h->a, h->failed_tx, h->status);
+    else if (!h->results) api_reply_error(h->a, 500, "unexpected answer from the database");
+    else api_reply_json(h->a, 200, json_pack("{s:O, s:O}", "results", h->results,
+                                               "tasks", h->tasks ? h->tasks : json_array()));
+    json_decref(h->results);
+    json_decref(h->tasks);
+    free(h);
+}
+
+static void handoff_claim_done(weir_db_tx_t *tx, int i, int status, void *data) {
+    handoff_t *h = data;
+    if (!status) {
+        json_t *r = json_loads(weir_db_value(tx, i, 0, 0), 0, NULL);
+        if (json_integer_value(json_object_get(r, "code")) == 200) h->tasks = json_incref(json_object_get(r, "tasks"));
+        json_decref(r); /* a refused claim hands nothing; the completions stand */
+    }
+    handoff_step(h, tx, status);
+}
+
 typedef struct {
     weir_sched_t *s;
-    api_req_t **reqs;
+    completion_req_t *reqs;
     json_t *items;
     size_t n, cap;
 } completion_set_t;
@@ -362,13 +404,37 @@ static void completions_done(weir_db_tx_t *tx, int i, int status, void *data) {
     if (c->s->completions == c) c->s->completions = NULL;
     json_t *res = status ? NULL : json_loads(weir_db_value(tx, i, 0, 0), 0, NULL);
     for (size_t k = 0; k < c->n; k++) {
-        json_t *r = json_array_get(res, k);
-        if (status) api_reply_db_error(c->reqs[k], tx, status);
-        else if (!r) api_reply_error(c->reqs[k], 500, "unexpected answer from the database");
-        else {
-            char *one = json_dumps(r, JSON_COMPACT);
-            api_reply_result(c->reqs[k], one ? one : "{}");
-            free(one);
+        completion_req_t *q = &c->reqs[k];
+        if (q->h) {
+            if (!status) {
+                q->h->results = json_array();
+                for (size_t m = 0; m < q->count; m++) {
+                    json_t *r = json_array_get(res, q->first + m);
+                    if (r) json_array_append(q->h->results, r);
+                }
+            }
+            handoff_step(q->h, tx, status);
+            continue;
+        }
+        if (status) { api_reply_db_error(q->a, tx, status); continue; }
+        json_t *out = q->list ? json_array() : NULL;
+        int ok = 1;
+        for (size_t m = 0; m < q->count && ok; m++) {
+            json_t *r = json_array_get(res, q->first + m);
+            if (!r) ok = 0;
+            else if (out) json_array_append(out, r);
+            else out = json_incref(r);
+        }
+        if (!ok || !out) {
+            api_reply_error(q->a, 500, "unexpected answer from the database");
+            json_decref(out);
+        } else if (q->list) {
+            api_reply_json(q->a, 200, json_pack("{s:o}", "results", out)); /* each result keeps its code */
+        } else {
+            char *text = json_dumps(out, JSON_COMPACT);
+            api_reply_result(q->a, text ? text : "{}");
+            free(text);
+            json_decref(out);
         }
     }
     json_decref(res);
@@ -377,15 +443,15 @@ static void completions_done(weir_db_tx_t *tx, int i, int status, void *data) {
     free(c);
 }
 
-/* Adds one completion to the set being gathered; -1 after answering 503. */
-static int completion_add(api_req_t *a, json_t *item) {
+/* Adds a request's completions (an array, stolen) to the set being gathered; -1 after answering. */
+static int completion_add(api_req_t *a, json_t *items, int list, handoff_t *h) {
     weir_sched_t *s = a->s;
     completion_set_t *c = s->completions;
     if (!c) {
         c = calloc(1, sizeof *c);
         if (!c || !(c->items = json_array())) {
             free(c);
-            json_decref(item);
+            json_decref(items);
             api_reply_error(a, 500, "out of memory");
             return -1;
         }
@@ -394,7 +460,7 @@ static int completion_add(api_req_t *a, json_t *item) {
                                 completions_done, c)) {
             json_decref(c->items);
             free(c);
-            json_decref(item);
+            json_decref(items);
             api_reply_error(a, 503, "scheduler is overloaded; retry shortly");
             return -1;
         }
@@ -402,14 +468,87 @@ static int completion_add(api_req_t *a, json_t *item) {
     }
     if (c->n == c->cap) {
         size_t cap = c->cap ? 2 * c->cap : 16;
-        api_req_t **r = realloc(c->reqs, cap * sizeof *r);
-        if (!r) { json_decref(item); api_reply_error(a, 500, "out of memory"); return -1; }
+        completion_req_t *r = realloc(c->reqs, cap * sizeof *r);
+        if (!r) { json_decref(items); api_reply_error(a, 500, "out of memory"); return -1; }
         c->reqs = r;
         c->cap = cap;
     }
-    c->reqs[c->n++] = a;
-    json_array_append_new(c->items, item);
+    c->reqs[c->n++] = (completion_req_t){.a = a, .first = json_array_size(c->items), .count = json_array_size(items),
+                                         .list = list, .h = h};
+    json_array_extend(c->items, items);
+    json_decref(items);
     return 0;
+}
+
+/* Checks one report (o: the request body or an element of its list) and makes the item for
+ * weir_complete_many; NULL after writing to err why, naming the field (prefixed with where). */
+static json_t *completion_item(json_t *o, const char *where, int64_t worker, int64_t task, int64_t num, char *err,
+                               size_t errlen) {
+    static const char *const fields[] = {"task_id", "attempt", "status", "exit_code", "error", "metrics", "outputs",
+                                         NULL};
+    const char *key;
+    json_t *v;
+    json_object_foreach(o, key, v) {
+        int known = 0;
+        for (const char *const *f = fields + (task ? 2 : 0); *f && !known; f++) known = !strcmp(*f, key);
+        if (!known) { snprintf(err, errlen, "unknown field \"%s%s\"", where, key); return NULL; }
+    }
+    if (!task) {
+        json_t *t = json_object_get(o, "task_id"), *n = json_object_get(o, "attempt");
+        if (!json_is_integer(t) || json_integer_value(t) <= 0) {
+            snprintf(err, errlen, "field \"%stask_id\" must be a positive integer", where);
+            return NULL;
+        }
+        if (!json_is_integer(n) || json_integer_value(n) <= 0 || json_integer_value(n) > 1000000) {
+            snprintf(err, errlen, "field \"%sattempt\" must be an attempt number (1 to 1000000)", where);
+            return NULL;
+        }
+        task = json_integer_value(t);
+        num = json_integer_value(n);
+    }
+    const char *status = json_string_value(json_object_get(o, "status"));
+    if (!status || (strcmp(status, "succeeded") && strcmp(status, "failed") && strcmp(status, "timed_out"))) {
+        snprintf(err, errlen, "field \"%sstatus\" must be \"succeeded\", \"failed\" or \"timed_out\"", where);
+        return NULL;
+    }
+    json_t *e = json_object_get(o, "error");
+    if (e && (!json_is_string(e) || json_string_length(e) > 16384)) {
+        snprintf(err, errlen, "field \"%serror\" must be a string of at most 16384 bytes", where);
+        return NULL;
+    }
+    json_t *x = json_object_get(o, "exit_code");
+    if (x && (!json_is_integer(x) || json_integer_value(x) < -1000 || json_integer_value(x) > 1000)) {
+        snprintf(err, errlen, "field \"%sexit_code\" must be an integer from -1000 to 1000", where);
+        return NULL;
+    }
+    json_t *metrics = json_object_get(o, "metrics"), *outputs = json_object_get(o, "outputs");
+    if (metrics && !json_is_object(metrics)) {
+        snprintf(err, errlen, "field \"%smetrics\" must be an object", where);
+        return NULL;
+    }
+    if (outputs && !json_is_object(outputs)) {
+        snprintf(err, errlen, "field \"%soutputs\" must be an object", where);
+        return NULL;
+    }
+    json_object_foreach(outputs, key, v) {
+        if (!json_is_string(v) || !is_sha256(json_string_value(v)) || !*key || strlen(key) > 63) {
+            snprintf(err, errlen, "field \"%soutputs\": \"%.63s\" must map an output name to a SHA-256 (64 hex digits)",
+                     where, key);
+            return NULL;
+        }
+    }
+    if (metrics && json_object_size(metrics) > 0) {
+        char *ms = json_dumps(metrics, JSON_COMPACT);
+        size_t len = ms ? strlen(ms) : 0;
+        free(ms);
+        if (len > 65536) { snprintf(err, errlen, "field \"%smetrics\" is larger than 64 KiB", where); return NULL; }
+    }
+    /* "o" steals: the body's objects get a reference of their own, fresh empty ones none */
+    return json_pack("{s:I, s:I, s:I, s:s, s:I, s:s, s:o, s:o}", "worker", (json_int_t)worker, "task",
+                     (json_int_t)task, "attempt", (json_int_t)num, "status", status, "exit_code",
+                     (json_int_t)(x ? json_integer_value(x) : 0), "error", e ? json_string_value(e) : "",
+                     "metrics", metrics ? json_incref(metrics) : json_object(), "outputs",
+                     outputs ? json_incref(outputs) : json_object());
 }
 
 void api_complete(api_req_t *a) {
@@ -420,42 +559,80 @@ void api_complete(api_req_t *a) {
     }
     static const char *const fields[] = {"status", "exit_code", "error", "metrics", "outputs", NULL};
     if (api_parse_body(a, fields)) return;
-    int bad = 0;
-    const char *status = api_body_string(a, "status", 1, 16, &bad);
-    if (bad) return;
-    if (strcmp(status, "succeeded") && strcmp(status, "failed") && strcmp(status, "timed_out")) {
-        api_reply_error(a, 400, "field \"status\" must be \"succeeded\", \"failed\" or \"timed_out\"");
+    char err[256];
+    json_t *item = completion_item(a->body, "", worker, task, num, err, sizeof err);
+    if (!item) { api_reply_error(a, 400, "%s", err); return; }
+    json_t *items = json_array();
+    if (!items || json_array_append_new(items, item)) {
+        json_decref(items);
+        api_reply_error(a, 500, "out of memory");
         return;
     }
-    const char *error = api_body_string(a, "error", 0, 16384, &bad);
-    if (bad) return;
-    int64_t exit_code = 0;
-    if (api_body_int(a, "exit_code", -1000, 1000, &exit_code)) return;
-    json_t *metrics = json_object_get(a->body, "metrics"), *outputs = json_object_get(a->body, "outputs");
-    if (metrics && !json_is_object(metrics)) { api_reply_error(a, 400, "field \"metrics\" must be an object"); return; }
-    if (outputs && !json_is_object(outputs)) { api_reply_error(a, 400, "field \"outputs\" must be an object"); return; }
-    const char *k;
-    json_t *v;
-    json_object_foreach(outputs, k, v) {
-        if (!json_is_string(v) || !is_sha256(json_string_value(v)) || !*k || strlen(k) > 63) {
-            api_reply_error(a, 400, "field \"outputs\": \"%.63s\" must map an output name to a SHA-256 (64 hex digits)", k);
+    completion_add(a, items, 0, NULL);
+}
+
+/* POST /v1/workers/{w}/completions {"completions": [...]}: many reports in one request, answered
+ * {"results": [...]} in the same order, each as the per-attempt route would answer it. */
+void api_complete_many(api_req_t *a) {
+    int64_t worker = api_parse_id(a->args[0]);
+    if (!worker) { api_reply_error(a, 400, "invalid worker id in the path"); return; }
+    static const char *const fields[] = {"completions", "claim", NULL};
+    if (api_parse_body(a, fields)) return;
+    /* "claim": {"free_slots", "free_gpu", "free_memory_bytes"}: what these completions free,
+     * leased again in the same transaction, the successors included (the immediate hand-off) */
+    json_t *claim = json_object_get(a->body, "claim");
+    int64_t cl[3] = {0, 0, 0};
+    static const char *const claim_fields[] = {"free_slots", "free_gpu", "free_memory_bytes"};
+    if (claim && !json_is_object(claim)) { api_reply_error(a, 400, "field \"claim\" must be an object"); return; }
+    for (int k = 0; claim && k < 3; k++) {
+        json_t *v = json_object_get(claim, claim_fields[k]);
+        if (v && (!json_is_integer(v) || json_integer_value(v) < 0 || (k < 2 && json_integer_value(v) > 1024))) {
+            api_reply_error(a, 400, "field \"claim.%s\" must be a non-negative integer%s", claim_fields[k],
+                            k < 2 ? " of at most 1024" : "");
             return;
         }
+        cl[k] = json_integer_value(v);
     }
-    if (metrics) {
-        char *ms = json_dumps(metrics, JSON_COMPACT);
-        size_t len = ms ? strlen(ms) : 0;
-        free(ms);
-        if (len > 65536) { api_reply_error(a, 400, "field \"metrics\" is larger than 64 KiB"); return; }
+    json_t *list = json_object_get(a->body, "completions");
+    if (!json_is_array(list) || json_array_size(list) == 0 || json_array_size(list) > MAX_COMPLETIONS) {
+        api_reply_error(a, 400, "field \"completions\" must be an array of 1 to %d reports", MAX_COMPLETIONS);
+        return;
     }
-    /* "o" steals: the body's objects get a reference of their own, fresh empty ones none */
-    json_t *item = json_pack("{s:I, s:I, s:I, s:s, s:I, s:s, s:o, s:o}", "worker", (json_int_t)worker, "task",
-                             (json_int_t)task, "attempt", (json_int_t)num, "status", status, "exit_code",
-                             (json_int_t)exit_code, "error", error ? error : "", "metrics",
-                             metrics ? json_incref(metrics) : json_object(), "outputs",
-                             outputs ? json_incref(outputs) : json_object());
-    if (!item) { api_reply_error(a, 500, "out of memory"); return; }
-    completion_add(a, item);
+    json_t *items = json_array();
+    if (!items) { api_reply_error(a, 500, "out of memory"); return; }
+    size_t i;
+    json_t *o;
+    json_array_foreach(list, i, o) {
+        char where[48], err[300];
+        snprintf(where, sizeof where, "completions[%zu].", i);
+        json_t *item = json_is_object(o) ? completion_item(o, where, worker, 0, 0, err, sizeof err) : NULL;
+        if (!json_is_object(o)) snprintf(err, sizeof err, "field \"completions[%zu]\" must be an object", i);
+        if (!item) {
+            json_decref(items);
+            api_reply_error(a, 400, "%s", err);
+            return;
+        }
+        json_array_append_new(items, item);
+    }
+    handoff_t *h = NULL;
+    if (cl[0] > 0 && !a->s->stopping) {
+        h = calloc(1, sizeof *h);
+        if (!h) { json_decref(items); api_reply_error(a, 500, "out of memory"); return; }
+        h->a = a;
+        h->waiting = 1;
+    }
+    if (completion_add(a, items, 1, h)) { free(h); return; }
+    if (!h) return;
+    char worker_s[24], slots[24], gpu[24], mem[24], lease[16];
+    snprintf(worker_s, sizeof worker_s, "%lld", (long long)worker);
+    snprintf(slots, sizeof slots, "%lld", (long long)cl[0]);
+    snprintf(gpu, sizeof gpu, "%lld", (long long)cl[1]);
+    snprintf(mem, sizeof mem, "%lld", (long long)cl[2]);
+    snprintf(lease, sizeof lease, "%d", a->s->lease_ms);
+    /* after the completions' statement in the same transaction: it sees what they readied */
+    if (weir_batch_add(a->s->batch, "SELECT weir_claim($1, $2, $3, $4, $5)", 5,
+                       (const char *[]){worker_s, slots, gpu, mem, lease}, 0, handoff_claim_done, h) == 0)
+        h->waiting++;
 }
 
 void api_log_chunk(api_req_t *a) {

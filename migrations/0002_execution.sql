@@ -16,6 +16,7 @@ ALTER TABLE tasks
     ADD COLUMN lost             int NOT NULL DEFAULT 0 CHECK (lost >= 0),      -- attempts whose lease expired
     ADD COLUMN deadline_at      timestamptz;                  -- scheduler-side timeout, approval timeout
 COMMENT ON COLUMN tasks.upstream_failed IS 'upstream tasks that failed, were rejected or cancelled';
+DROP INDEX tasks_by_run;  -- tasks_run_id_name_key (run_id, name) serves the same lookups; one index less per update
 CREATE INDEX tasks_deadline ON tasks (deadline_at) WHERE state IN ('running', 'waiting') AND deadline_at IS NOT NULL;
 
 ALTER TABLE runs
@@ -25,6 +26,10 @@ ALTER TABLE runs
 CREATE INDEX runs_queued ON runs (pipeline_id, id) WHERE state = 'queued';
 
 CREATE INDEX attempts_by_worker ON attempts (worker_id) WHERE state = 'running';
+
+-- Runs of the pipeline now running: kept by weir_runs_start, weir_runs_settle and weir_run_cancel,
+-- so that admitting a run under max_active_runs never counts the pipeline's runs.
+ALTER TABLE pipelines ADD COLUMN runs_running int NOT NULL DEFAULT 0 CHECK (runs_running >= 0);
 
 -- An error answer.
 CREATE FUNCTION weir_refuse(p_code int, p_message text) RETURNS jsonb LANGUAGE sql IMMUTABLE AS $$
@@ -133,25 +138,26 @@ END $$;
 
 -- Starts the oldest queued runs of a pipeline while it has room under max_active_runs.
 CREATE FUNCTION weir_pipeline_admit(p_pipeline bigint) RETURNS void LANGUAGE plpgsql AS $$
-DECLARE r record; cap int; active int;
+DECLARE cap int; active int; ids bigint[];
 BEGIN
-    LOOP
-        SELECT ru.id, (v.plan->>'max_active_runs')::int AS cap INTO r
-          FROM runs ru JOIN pipeline_versions v ON v.id = ru.version_id
-         WHERE ru.pipeline_id = p_pipeline AND ru.state = 'queued' ORDER BY ru.id LIMIT 1;
-        EXIT WHEN NOT FOUND;
-        cap := coalesce(r.cap, 1);
-        SELECT count(*) INTO active FROM runs WHERE pipeline_id = p_pipeline AND state = 'running';
-        EXIT WHEN cap > 0 AND active >= cap;
-        PERFORM weir_run_start(r.id);
-    END LOOP;
+    -- The cap is that of the oldest queued run's version (0: no cap).
+    SELECT coalesce((v.plan->>'max_active_runs')::int, 1) INTO cap
+      FROM runs ru JOIN pipeline_versions v ON v.id = ru.version_id
+     WHERE ru.pipeline_id = p_pipeline AND ru.state = 'queued' ORDER BY ru.id LIMIT 1;
+    IF NOT FOUND THEN RETURN; END IF;
+    SELECT runs_running INTO active FROM pipelines WHERE id = p_pipeline;
+    IF cap > 0 AND active >= cap THEN RETURN; END IF;
+    SELECT array_agg(id) INTO ids FROM (
+        SELECT id FROM runs WHERE pipeline_id = p_pipeline AND state = 'queued' ORDER BY id
+         LIMIT CASE WHEN cap > 0 THEN cap - active END) x;
+    PERFORM weir_runs_start(ids);
 END $$;
 
 -- Ends the runs among p_runs whose every task has finished, and admits queued runs in their place.
 CREATE FUNCTION weir_runs_settle(p_runs bigint[]) RETURNS void LANGUAGE plpgsql AS $$
-DECLARE r record;
+DECLARE pids bigint[]; pid bigint;
 BEGIN
-    FOR r IN
+    WITH u AS (
         UPDATE runs SET state = CASE WHEN tasks_failed > 0 THEN 'failed' ELSE 'succeeded' END,
                finished_at = now(),
                reason = CASE WHEN tasks_failed > 0 THEN
@@ -160,11 +166,16 @@ BEGIN
                                FROM tasks WHERE run_id = runs.id AND state = 'failed')
                         ELSE reason END
          WHERE id = ANY(p_runs) AND state = 'running' AND tasks_done >= tasks_total
-        RETURNING id, pipeline_id, state
-    LOOP
+        RETURNING id, pipeline_id, state),
+    ev AS (
         INSERT INTO events (kind, pipeline_id, run_id, from_state, to_state, actor)
-        VALUES ('run.state', r.pipeline_id, r.id, 'running', r.state, 'scheduler');
-        PERFORM weir_pipeline_admit(r.pipeline_id);
+        SELECT 'run.state', pipeline_id, id, 'running', state, 'scheduler' FROM u),
+    pc AS (
+        UPDATE pipelines SET runs_running = runs_running - c.n
+          FROM (SELECT pipeline_id, count(*) AS n FROM u GROUP BY pipeline_id) c WHERE pipelines.id = c.pipeline_id)
+    SELECT array_agg(DISTINCT pipeline_id) INTO pids FROM u;
+    FOREACH pid IN ARRAY coalesce(pids, '{}') LOOP
+        PERFORM weir_pipeline_admit(pid);
     END LOOP;
 END $$;
 
@@ -182,10 +193,14 @@ BEGIN
         SELECT array_agg(DISTINCT run_id) INTO r FROM tasks WHERE id = ANY(ids);
         runs_hit := runs_hit || coalesce(r, '{}');
         WITH fin AS (SELECT id, state FROM tasks WHERE id = ANY(ids)),
+             -- OFFSET 0 keeps the edge lookup per finished task (an index probe): a hash join
+             -- would read every edge of a wide run on each call.
              agg AS (SELECT e.downstream_id AS id, count(*) AS n,
                             count(*) FILTER (WHERE fin.state IN ('failed', 'rejected', 'cancelled')) AS f,
                             count(*) FILTER (WHERE fin.state = 'skipped') AS s
-                       FROM task_edges e JOIN fin ON fin.id = e.upstream_id GROUP BY e.downstream_id),
+                       FROM fin CROSS JOIN LATERAL
+                            (SELECT downstream_id FROM task_edges WHERE upstream_id = fin.id OFFSET 0) e
+                      GROUP BY e.downstream_id),
              u AS (UPDATE tasks t SET upstream_pending = t.upstream_pending - agg.n,
                           upstream_failed = t.upstream_failed + agg.f, upstream_skipped = t.upstream_skipped + agg.s
                      FROM agg WHERE t.id = agg.id AND t.state = 'pending' RETURNING t.id)
@@ -267,6 +282,7 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     UPDATE runs SET state = 'cancelled', finished_at = now(), tasks_done = tasks_total,
            reason = format('cancelled by %s', p_actor) WHERE id = p_run;
+    IF r.state = 'running' THEN UPDATE pipelines SET runs_running = runs_running - 1 WHERE id = r.pipeline_id; END IF;
     INSERT INTO events (kind, pipeline_id, run_id, from_state, to_state, actor)
     VALUES ('run.state', r.pipeline_id, p_run, r.state, 'cancelled', p_actor);
     PERFORM weir_pipeline_admit(r.pipeline_id);
@@ -321,19 +337,28 @@ BEGIN
     RETURN jsonb_build_object('code', 200, 'run', p_run, 'state', st, 'reset', n);
 END $$;
 
--- Starts a queued run: it becomes running and every pending task whose upstream rule can be
--- decided is decided (its roots, or after a retry the reset tasks whose upstreams have finished).
-CREATE FUNCTION weir_run_start(p_run bigint) RETURNS void LANGUAGE plpgsql AS $$
-DECLARE ids bigint[]; skipped bigint[];
+-- Starts queued runs: they become running and every pending task whose upstream rule can be
+-- decided is decided (their roots, or after a retry the reset tasks whose upstreams have finished).
+CREATE FUNCTION weir_runs_start(p_runs bigint[]) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE started bigint[]; ids bigint[]; skipped bigint[];
 BEGIN
-    UPDATE runs SET state = 'running', started_at = coalesce(started_at, now()) WHERE id = p_run AND state = 'queued';
-    INSERT INTO events (kind, pipeline_id, run_id, from_state, to_state, actor)
-    SELECT 'run.state', pipeline_id, id, 'queued', 'running', 'scheduler' FROM runs WHERE id = p_run;
-    SELECT array_agg(id) INTO ids FROM tasks WHERE run_id = p_run AND state = 'pending'
+    IF p_runs IS NULL THEN RETURN; END IF;
+    WITH u AS (
+        UPDATE runs SET state = 'running', started_at = coalesce(started_at, now())
+         WHERE id = ANY(p_runs) AND state = 'queued' RETURNING id, pipeline_id),
+    ev AS (
+        INSERT INTO events (kind, pipeline_id, run_id, from_state, to_state, actor)
+        SELECT 'run.state', pipeline_id, id, 'queued', 'running', 'scheduler' FROM u),
+    pc AS (
+        UPDATE pipelines SET runs_running = runs_running + c.n
+          FROM (SELECT pipeline_id, count(*) AS n FROM u GROUP BY pipeline_id) c WHERE pipelines.id = c.pipeline_id)
+    SELECT array_agg(id) INTO started FROM u;
+    IF started IS NULL THEN RETURN; END IF;
+    SELECT array_agg(id) INTO ids FROM tasks WHERE run_id = ANY(started) AND state = 'pending'
        AND (upstream_pending = 0 OR upstream_failed > 0 OR upstream_skipped > 0);
     skipped := weir_tasks_decide(coalesce(ids, '{}'));
     IF cardinality(skipped) > 0 THEN PERFORM weir_tasks_finished(skipped); END IF;
-    PERFORM weir_runs_settle(ARRAY[p_run]);
+    PERFORM weir_runs_settle(started);  -- a run with nothing left to do ends now
 END $$;
 
 -- One task of a run: cancel, approve, reject ---------------------------------------------------------
@@ -419,7 +444,9 @@ BEGIN
     IF w.last_heartbeat_at < now() - interval '1 second' OR w.state <> 'active' THEN
         UPDATE workers SET last_heartbeat_at = now(), state = 'active' WHERE id = p_worker;
     END IF;
-    IF p_free <= 0 THEN RETURN jsonb_build_object('code', 200, 'tasks', out); END IF;
+    IF p_free <= 0 OR NOT EXISTS (SELECT 1 FROM tasks WHERE state = 'queued' AND queue = ANY(w.queues)) THEN
+        RETURN jsonb_build_object('code', 200, 'tasks', out);  -- nothing to hand out: skip the claim's statement
+    END IF;
     -- One ordered index scan per queue (tasks_ready); a worker usually serves one or two queues.
     FOREACH q IN ARRAY w.queues LOOP
         EXIT WHEN want <= 0;
@@ -449,10 +476,11 @@ BEGIN
                    'run', jsonb_build_object('id', r.id, 'pipeline', p.name, 'version', r.version_id,
                                              'date', to_char(coalesce(r.scheduled_for, r.created_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD'),
                                              'trigger', r.trigger_kind),
-                   'inputs', (SELECT coalesce(jsonb_object_agg(up.name || '.' || o.name,
-                                         jsonb_build_object('sha256', o.sha256, 'size', ar.size)), '{}')
-                                FROM task_edges e JOIN tasks up ON up.id = e.upstream_id
-                                JOIN task_outputs o ON o.task_id = up.id JOIN artifacts ar ON ar.sha256 = o.sha256
+                   'inputs', (SELECT coalesce(jsonb_object_agg(up.name || '.' || o.key, jsonb_build_object(
+                                         'sha256', o.value, 'size', (SELECT size FROM artifacts WHERE sha256 = o.value))), '{}')
+                                FROM task_edges e
+                                CROSS JOIN LATERAL (SELECT name, outputs FROM tasks WHERE id = e.upstream_id OFFSET 0) up
+                                CROSS JOIN LATERAL jsonb_each_text(up.outputs) o
                                WHERE e.downstream_id = u.id),
                    'timeout_ms', coalesce(u.timeout_ms, 0), 'lease_ms', p_lease_ms) ORDER BY u.id), '[]')
           INTO got
@@ -655,25 +683,50 @@ END $$;
 -- Input: [{"worker", "task", "attempt", "status", "exit_code", "error", "metrics", "outputs"}].
 CREATE FUNCTION weir_complete_many(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
-    x jsonb; t tasks; a attempts; res jsonb[] := '{}'; done bigint[] := '{}';
-    ev_run bigint[] := '{}'; ev_att int[] := '{}'; ev_actor text[] := '{}';
+    x jsonb; i int; t tasks; a attempts; res jsonb[]; done bigint[]; fast int[];
     w bigint; n int; tid bigint; status text; v_outputs jsonb; v_metrics jsonb; missing text;
     wname text; last_w bigint := -1; st text; err text;
 BEGIN
-    FOR x IN SELECT * FROM jsonb_array_elements(p) LOOP
+    res := array_fill(NULL::jsonb, ARRAY[jsonb_array_length(p)]);
+    -- The common report, set-based: the current attempt succeeded and made no outputs. Each task
+    -- is taken once (a report repeated in the same call is answered by the loop below).
+    WITH inp AS (SELECT DISTINCT ON ((e->>'task')::bigint) (e->>'task')::bigint AS tid, (e->>'worker')::bigint AS w,
+                        (e->>'attempt')::int AS n, x.i::int AS i, coalesce(e->'metrics', '{}') AS metrics,
+                        (e->>'exit_code')::int AS ex, coalesce(e->>'error', '') AS err
+                   FROM jsonb_array_elements(p) WITH ORDINALITY AS x(e, i)
+                  WHERE e->>'status' = 'succeeded' AND coalesce(e->'outputs', '{}') = '{}'
+                  ORDER BY (e->>'task')::bigint, x.i),
+         ut AS (UPDATE tasks SET state = 'succeeded', finished_at = now(), error = '', metrics = inp.metrics,
+                       outputs = '{}', lease_expires_at = NULL, deadline_at = NULL
+                  FROM inp
+                 WHERE tasks.id = inp.tid AND tasks.state = 'running' AND tasks.attempt = inp.n AND tasks.worker_id = inp.w
+                RETURNING tasks.id, tasks.run_id, inp.*),
+         ua AS (UPDATE attempts SET state = 'succeeded', finished_at = now(), exit_code = ut.ex, error = ut.err,
+                       metrics = ut.metrics
+                  FROM ut WHERE attempts.task_id = ut.id AND attempts.number = ut.n),
+         ev AS (INSERT INTO events (kind, run_id, task_id, attempt, from_state, to_state, actor)
+                SELECT 'task.state', ut.run_id, ut.id, ut.n, 'running', 'succeeded', coalesce(wk.name, '')
+                  FROM ut LEFT JOIN workers wk ON wk.id = ut.w)
+    SELECT coalesce(array_agg(id), '{}'), coalesce(array_agg(ut.i), '{}') INTO done, fast FROM ut;
+    FOREACH i IN ARRAY fast LOOP
+        res[i] := '{"code": 200, "state": "succeeded"}';
+    END LOOP;
+    -- Everything else one by one: refusals, repeats, failures, outputs.
+    FOR x, i IN SELECT * FROM jsonb_array_elements(p) WITH ORDINALITY LOOP
+        CONTINUE WHEN res[i] IS NOT NULL;
         w := (x->>'worker')::bigint; tid := (x->>'task')::bigint; n := (x->>'attempt')::int;
         status := x->>'status'; v_outputs := coalesce(x->'outputs', '{}'); v_metrics := coalesce(x->'metrics', '{}');
         SELECT * INTO t FROM tasks WHERE id = tid FOR UPDATE;
         IF NOT FOUND THEN
-            res := res || weir_refuse(404, format('no task %s', tid));
+            res[i] := weir_refuse(404, format('no task %s', tid));
             CONTINUE;
         END IF;
         IF t.attempt <> n OR t.state <> 'running' OR t.worker_id IS DISTINCT FROM w THEN
             SELECT * INTO a FROM attempts WHERE task_id = tid AND number = n;
             IF FOUND AND a.worker_id = w AND a.state = status THEN
-                res := res || jsonb_build_object('code', 200, 'state', t.state, 'duplicate', true);
+                res[i] := jsonb_build_object('code', 200, 'state', t.state, 'duplicate', true);
             ELSE
-                res := res || weir_refuse(409, format('attempt %s of task %s is not current (task %s, attempt %s%s)', n,
+                res[i] := weir_refuse(409, format('attempt %s of task %s is not current (task %s, attempt %s%s)', n,
                     tid, t.state, t.attempt, CASE WHEN a.state IS NOT NULL THEN ', that attempt ' || a.state ELSE '' END));
             END IF;
             CONTINUE;
@@ -684,7 +737,7 @@ BEGIN
              WHERE NOT EXISTS (SELECT 1 FROM artifacts WHERE sha256 = o.value);
         END IF;
         IF missing IS NOT NULL THEN
-            res := res || weir_refuse(400, format('output "%s": artifact %s was not uploaded', missing, v_outputs->>missing));
+            res[i] := weir_refuse(400, format('output "%s": artifact %s was not uploaded', missing, v_outputs->>missing));
             CONTINUE;
         END IF;
         IF w <> last_w THEN SELECT name INTO wname FROM workers WHERE id = w; last_w := w; END IF;
@@ -703,16 +756,16 @@ BEGIN
             UPDATE tasks SET state = 'succeeded', finished_at = now(), error = '', metrics = v_metrics,
                    outputs = v_outputs, lease_expires_at = NULL, deadline_at = NULL
              WHERE id = tid;
-            done := done || tid; ev_run := ev_run || t.run_id; ev_att := ev_att || n; ev_actor := ev_actor || coalesce(wname, '');
-            res := res || jsonb_build_object('code', 200, 'state', 'succeeded');
+            INSERT INTO events (kind, run_id, task_id, attempt, from_state, to_state, actor)
+            VALUES ('task.state', t.run_id, tid, n, 'running', 'succeeded', coalesce(wname, ''));
+            done := done || tid;
+            res[i] := jsonb_build_object('code', 200, 'state', 'succeeded');
         ELSE
             st := weir_task_failed(t, CASE WHEN err <> '' THEN err WHEN status = 'timed_out' THEN 'timed out'
                                            ELSE format('exit status %s', x->>'exit_code') END, coalesce(wname, ''));
-            res := res || jsonb_build_object('code', 200, 'state', st);
+            res[i] := jsonb_build_object('code', 200, 'state', st);
         END IF;
     END LOOP;
-    INSERT INTO events (kind, run_id, task_id, attempt, from_state, to_state, actor)
-    SELECT 'task.state', r, tk, at, 'running', 'succeeded', ac FROM unnest(ev_run, done, ev_att, ev_actor) AS u(r, tk, at, ac);
     IF cardinality(done) > 0 THEN PERFORM weir_tasks_finished(done); END IF;
     RETURN to_jsonb(res);
 END $$;

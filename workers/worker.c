@@ -9,7 +9,7 @@
  *   heartbeat   every heartbeat_ms one request for all held attempts; kills what comes back
  *               stale; kills everything held once the lease could not be renewed for a
  *               whole lease_ms.
- *   completers  a small pool sending completion bodies, retrying transport failures; a
+ *   completers  a small pool sending completions, all that are queued in one request, retrying transport failures; a
  *               slot is free only when its completion was answered.
  *   signals     sigwait: the first SIGTERM/SIGINT drains (claims nothing new, lets steps
  *               finish and complete, exits 0), the second kills steps and exits 1.
@@ -124,50 +124,105 @@ static void abandon_listed(wk_agent_t *a, const json_t *list, const char *what) 
 
 /* ---------------------------------------------------------------- completers */
 
+static void start_task(wk_agent_t *a, json_t *claim, uint64_t claimed_at);
+
+enum { COMPLETION_BATCH = 256 }; /* reports in one POST .../completions (the scheduler takes 1000) */
+
+/* Sends the reports of batch[0..n) in one request, retrying transport failures and 5xx until
+ * it gets an answer; a report abandoned meanwhile is left out of the next try. The scheduler
+ * answers each report as the per-attempt route would: 200 (or a duplicate), else refused. */
+static void send_completions(wk_agent_t *a, wk_http_t *h, wk_task_t **batch, int n) {
+    int delay = 100;
+    for (;;) {
+        json_t *list = json_array();
+        wk_task_t *sent[COMPLETION_BATCH];
+        int m = 0;
+        for (int i = 0; i < n && list; i++) {
+            wk_task_t *t = batch[i];
+            if (atomic_load(&t->abandoned)) continue;
+            json_t *c = json_copy(t->completion);
+            if (!c) continue;
+            json_object_set_new(c, "task_id", json_integer(t->task_id));
+            json_object_set_new(c, "attempt", json_integer(t->attempt));
+            json_array_append_new(list, c);
+            sent[m++] = t;
+        }
+        if (!m) { json_decref(list); return; }
+        json_t *body = json_pack("{s:o}", "completions", list);
+        /* what these tasks free is leased again in the same transaction: their successors
+         * come back in the answer (the immediate hand-off) */
+        int gpu = 0;
+        int64_t mem = 0;
+        for (int k = 0; k < m; k++) { gpu += sent[k]->gpu; mem += sent[k]->memory; }
+        if (!atomic_load(&a->draining))
+            json_object_set_new(body, "claim", json_pack("{s:i, s:i, s:I}", "free_slots", m, "free_gpu", gpu,
+                                                         "free_memory_bytes", (json_int_t)mem));
+        uint64_t sent_at = weir_now_ms();
+        char route[80];
+        snprintf(route, sizeof route, "/v1/workers/%lld/completions", (long long)a->worker_id);
+        wk_req_t req = {.method = "POST", .path = route, .json = body, .timeout_ms = 30000};
+        wk_resp_t res;
+        int rc = wk_http_call(h, &req, &res);
+        json_decref(body);
+        if (!rc && res.status == 200) {
+            json_t *results = json_object_get(res.json, "results");
+            for (int k = 0; k < m; k++) {
+                json_t *r = json_array_get(results, (size_t)k);
+                if (json_integer_value(json_object_get(r, "code")) == 200)
+                    weir_log_debug("worker: task %lld attempt %d: completed %s -> %s%s", (long long)sent[k]->task_id,
+                                   sent[k]->attempt,
+                                   json_string_value(json_object_get(sent[k]->completion, "status")),
+                                   json_string_value(json_object_get(r, "state")),
+                                   json_is_true(json_object_get(r, "duplicate")) ? " (duplicate)" : "");
+                else /* 409: no longer current; 400: refused (a missing artifact...). Final either way. */
+                    weir_log_warn("worker: task %lld attempt %d: completion refused: %s", (long long)sent[k]->task_id,
+                                  sent[k]->attempt, r ? json_string_value(json_object_get(r, "message")) : "no answer");
+            }
+            size_t i;
+            json_t *x;
+            json_array_foreach(json_object_get(res.json, "tasks"), i, x) start_task(a, x, sent_at);
+            wk_resp_free(&res);
+            return;
+        }
+        if (!rc && res.status < 500 && res.status != 408 && res.status != 429) {
+            weir_log_warn("worker: %d completions refused: %s", m, res.error);
+            wk_resp_free(&res);
+            return;
+        }
+        weir_log_warn("worker: %d completions: %s; retrying", m, rc ? "no scheduler answered" : res.error);
+        if (!rc) wk_resp_free(&res);
+        for (int w = 0; w < delay; w += 20) {
+            int live = 0;
+            for (int k = 0; k < m && !live; k++) live = !atomic_load(&sent[k]->abandoned);
+            if (!live) return;
+            usleep(20000);
+        }
+        if (delay < 5000) delay *= 2;
+    }
+}
+
+/* Takes every queued completion (up to a batch) and sends them together: while one request
+ * waits for the scheduler's commit, the next reports gather for the next request. */
 static void *completer_main(void *arg) {
     wk_agent_t *a = arg;
     wk_http_t h;
     if (wk_http_init(&h, &a->sched)) return NULL;
+    wk_task_t *batch[COMPLETION_BATCH];
     for (;;) {
         pthread_mutex_lock(&a->mu);
         while (!a->qhead && !atomic_load(&a->exiting)) pthread_cond_wait(&a->cond, &a->mu);
-        wk_task_t *t = a->qhead;
-        if (!t) { pthread_mutex_unlock(&a->mu); break; }
-        a->qhead = t->qnext;
-        if (!a->qhead) a->qtail = NULL;
-        t->queued = 0;
-        pthread_mutex_unlock(&a->mu);
-
-        char route[200];
-        snprintf(route, sizeof route, "/v1/workers/%lld/attempts/%lld/%d/complete", (long long)a->worker_id,
-                 (long long)t->task_id, t->attempt);
-        wk_req_t req = {.method = "POST", .path = route, .json = t->completion, .timeout_ms = 30000};
-        int delay = 100;
-        while (!atomic_load(&t->abandoned)) {
-            wk_resp_t res;
-            int rc = wk_http_call(&h, &req, &res);
-            if (!rc && res.status == 200) {
-                weir_log_debug("worker: task %lld attempt %d: completed %s -> %s%s", (long long)t->task_id,
-                               t->attempt, json_string_value(json_object_get(t->completion, "status")),
-                               json_string_value(json_object_get(res.json, "state")),
-                               json_is_true(json_object_get(res.json, "duplicate")) ? " (duplicate)" : "");
-                wk_resp_free(&res);
-                break;
-            }
-            if (!rc && res.status < 500 && res.status != 408 && res.status != 429) {
-                /* 409: no longer current; 400: refused (a missing artifact...). Final either way. */
-                weir_log_warn("worker: task %lld attempt %d: completion refused: %s", (long long)t->task_id,
-                              t->attempt, res.error);
-                wk_resp_free(&res);
-                break;
-            }
-            weir_log_warn("worker: task %lld attempt %d: completion: %s; retrying", (long long)t->task_id, t->attempt,
-                          res.error);
-            if (!rc) wk_resp_free(&res);
-            for (int w = 0; w < delay && !atomic_load(&t->abandoned); w += 20) usleep(20000);
-            if (delay < 5000) delay *= 2;
+        int n = 0;
+        while (a->qhead && n < COMPLETION_BATCH) {
+            wk_task_t *t = a->qhead;
+            a->qhead = t->qnext;
+            t->queued = 0;
+            batch[n++] = t;
         }
-        wk_agent_release(a, t);
+        if (!a->qhead) a->qtail = NULL;
+        pthread_mutex_unlock(&a->mu);
+        if (!n) break; /* exiting, nothing left */
+        send_completions(a, &h, batch, n);
+        for (int i = 0; i < n; i++) wk_agent_release(a, batch[i]);
     }
     wk_http_close(&h);
     return NULL;
@@ -726,8 +781,9 @@ int weir_cmd_worker(int argc, char **argv) {
             return WEIR_EXIT_USAGE;
         }
     }
-    a->completers = a->slots < 16 ? a->slots : 16;
-    if (a->completers < 2) a->completers = 2;
+    /* each request carries every completion queued when it leaves: two keep one request
+     * gathering while the other waits for the scheduler's commit */
+    a->completers = 2;
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->cond, NULL);
     atomic_store(&a->lease_ms, 15000);

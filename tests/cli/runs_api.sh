@@ -733,6 +733,49 @@ check_eq artifact_downstream_inputs "$(jq -S -c '.tasks[0].inputs' "$BODY")" "{\
 finish_task "$WAR" "$RAR" use succeeded >/dev/null
 check_eq artifact_run_succeeded "$(rstate "$RAR")" succeeded
 
+# --- many completions in one request, and the hand-off to the successors ---------------------------
+apply handoff 'pipeline "handoff" { max_active_runs = 10, defaults = { resources = { queue = "hq" } } }
+local a = task "a" { step = "noop" }
+local b = task "b" { step = "noop" }
+task "c" { step = "noop", after = { a, b } }
+task "d" { step = "noop", after = { a, b } }' || not_ok handoff_apply "apply failed"
+HR=$(trigger handoff)
+HW=$(register hw hq 4)
+check_eq handoff_claim_roots "$(claimed "$HW" 4)" "a b"
+ta=$(tid "$HR" a); tb=$(tid "$HR" b)
+# a bad report names its place in the list, and nothing of the request is applied
+check_eq handoff_bad_item_400 "$(wk POST "/v1/workers/$HW/completions" -d "{\"completions\": [{\"task_id\": $ta, \"attempt\": 1,
+  \"status\": \"succeeded\"}, {\"task_id\": $tb, \"attempt\": 1, \"status\": \"done\"}]}")" 400
+check_contains handoff_bad_item_names_field "$(j .error.message)" 'completions[1].status'
+check_eq handoff_bad_item_changes_nothing "$(states "$HR")" "a=running b=running c=pending d=pending"
+check_eq handoff_empty_list_400 "$(wk POST "/v1/workers/$HW/completions" -d '{"completions": []}')" 400
+check_eq handoff_bad_claim_400 "$(wk POST "/v1/workers/$HW/completions" -d "{\"completions\": [{\"task_id\": $ta, \"attempt\": 1,
+  \"status\": \"succeeded\"}], \"claim\": {\"free_slots\": -1}}")" 400
+check_contains handoff_bad_claim_names_field "$(j .error.message)" 'claim.free_slots'
+# both reports in one request, with a claim for the two slots they free: the successors they
+# make ready come back in the same answer, leased in the same transaction
+check_eq handoff_complete_200 "$(wk POST "/v1/workers/$HW/completions" -d "{\"completions\": [{\"task_id\": $ta, \"attempt\": 1,
+  \"status\": \"succeeded\", \"metrics\": {\"m\": 1}}, {\"task_id\": $tb, \"attempt\": 1, \"status\": \"succeeded\"}],
+  \"claim\": {\"free_slots\": 2}}")" 200
+check_eq handoff_results "$(jq -r '[.results[].state] | join(" ")' "$BODY")" "succeeded succeeded"
+check_eq handoff_successors_handed "$(jq -r '[.tasks[].task] | sort | join(" ")' "$BODY")" "c d"
+check_eq handoff_states "$(states "$HR")" "a=succeeded b=succeeded c=running d=running"
+check_eq handoff_same_transaction "$(sql "SELECT count(DISTINCT at) FROM events WHERE run_id = $HR AND kind = 'task.state'
+  AND ((task_id IN ($ta, $tb) AND to_state = 'succeeded') OR (task_id NOT IN ($ta, $tb) AND to_state = 'running'))")" 1
+# the same reports again (a lost answer): duplicates, nothing handed twice; a stale one is refused in its place
+tc=$(tid "$HR" c); td=$(tid "$HR" d)
+check_eq handoff_repeat_200 "$(wk POST "/v1/workers/$HW/completions" -d "{\"completions\": [{\"task_id\": $ta, \"attempt\": 1,
+  \"status\": \"succeeded\"}, {\"task_id\": $tc, \"attempt\": 7, \"status\": \"succeeded\"}, {\"task_id\": $td, \"attempt\": 1,
+  \"status\": \"failed\", \"exit_code\": 3}], \"claim\": {\"free_slots\": 3}}")" 200
+check_eq handoff_repeat_results "$(jq -r '[.results[] | (.code | tostring) + ":" + (.state // "-") + ":" + ((.duplicate // false) | tostring)] | join(" ")' "$BODY")" \
+  "200:succeeded:true 409:-:false 200:failed:false"
+check_eq handoff_repeat_nothing_handed "$(jq -r '.tasks | length' "$BODY")" 0
+check_eq handoff_repeat_states "$(states "$HR")" "a=succeeded b=succeeded c=running d=failed"
+check_eq handoff_complete_last "$(wk POST "/v1/workers/$HW/completions" -d "{\"completions\": [{\"task_id\": $tc, \"attempt\": 1,
+  \"status\": \"succeeded\"}]}")" 200
+check_eq handoff_run_failed "$(rstate "$HR")" failed
+check_eq handoff_too_many_400 "$(wk POST "/v1/workers/$HW/completions" -d "{\"completions\": [$(python3 -c "print(','.join(['{\"task_id\": 1, \"attempt\": 1, \"status\": \"failed\"}'] * 1001))")]}")" 400
+
 # --- invariants over everything above --------------------------------------------------------------------
 check_eq inv_no_task_completed_twice "$(sql "SELECT count(*) FROM (SELECT task_id, attempt FROM events WHERE kind = 'task.state'
   AND from_state = 'running' GROUP BY task_id, attempt HAVING count(*) > 1) x")" 0
