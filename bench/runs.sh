@@ -1,17 +1,18 @@
 #!/bin/sh
 # runs.sh — how fast runs flow: a throwaway PostgreSQL with durable commits (fsync on,
-# synchronous_commit on), one scheduler and 4 workers on this machine, `noop` steps.
+# synchronous_commit on), one scheduler and 4 workers (64 slots each) on this machine, `noop` steps.
 #
 #   independent  20,000 one-task runs (made beforehand in one transaction), drained by 4 workers
 #   wide         one run: a start task, 20,000 parallel tasks, an end task
-#   chain        one run of 500 tasks in a line: per task, claim-to-completion as the database saw
-#                it (covers the hand-off: the successor is leased in its predecessor's completion
-#                transaction, so a task's cycle = commit + answer + worker start + noop + report)
+#   chain        one run of 500 tasks in a line: the hand-off, from a task's end on its worker to
+#                its successor's start on a worker, from the workers' own clocks (WEIR_WORKER_TRACE)
 #   scale        wide runs of 1,000, 10,000 and 100,000 tasks: tasks/s and the scheduler's peak RSS
 #
-# Figures are from the database's own timestamps (transaction start times); the scheduler's peak
-# memory is VmHWM from /proc. Usage: sh bench/runs.sh [build/weir]. SCALE_MAX=10000 skips the
-# 100,000-task run.
+# Throughput is tasks over the time from the first claim to the last completion (attempts'
+# timestamps, the database's clock). "cpu" is the CPU time each kind of process used during the
+# phase: PostgreSQL (every backend of the cluster), the scheduler, the 4 workers. The scheduler's
+# peak memory is VmHWM from /proc. Usage: sh bench/runs.sh [build/weir]. SCALE_MAX=10000 skips
+# the 100,000-task run.
 set -eu
 cd "$(dirname "$0")/.."
 WEIR=${1:-build/weir}
@@ -60,19 +61,32 @@ wait_runs() {
   done
 }
 
-# rate PIPELINE TASKS : tasks/s between the first start and the last finish of its runs
+# rate PIPELINE : tasks/s from the first claim to the last completion of its runs' attempts
 rate() {
-  q "SELECT round($2 / extract(epoch FROM max(finished_at) - min(started_at))) || ' tasks/s (' ||
-            round(extract(epoch FROM max(finished_at) - min(started_at))::numeric, 2) || ' s)'
-     FROM runs r JOIN pipelines p ON p.id = r.pipeline_id WHERE p.name = '$1'"
+  q "SELECT round(count(*) / extract(epoch FROM max(a.finished_at) - min(a.started_at))) || ' tasks/s (' || count(*) ||
+            ' tasks in ' || round(extract(epoch FROM max(a.finished_at) - min(a.started_at))::numeric, 2) || ' s)'
+     FROM attempts a JOIN tasks t ON t.id = a.task_id JOIN runs r ON r.id = t.run_id JOIN pipelines p ON p.id = r.pipeline_id
+     WHERE p.name = '$1'"
+}
+
+# CPU seconds used so far by PostgreSQL's processes, the scheduler and the workers
+PGPM=$(head -n 1 "$PGTMP/data/postmaster.pid")
+ticks() { for p in "$@"; do awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null; done | awk '{s += $1} END {print s + 0}'; }
+cpu_now() { echo "$(ticks $PGPM $(pgrep -P $PGPM)) $(ticks $SP) $(ticks $WPIDS)"; }
+# cpu_since "BEFORE" : the CPU each used since BEFORE (a cpu_now), in seconds
+cpu_since() {
+  set -- $1 $(cpu_now)
+  hz=$(getconf CLK_TCK)
+  awk -v a="$1" -v b="$2" -v c="$3" -v d="$4" -v e="$5" -v f="$6" -v hz="$hz" \
+    'BEGIN { printf "cpu: postgres %.2f s, scheduler %.2f s, workers %.2f s", (d - a) / hz, (e - b) / hz, (f - c) / hz }'
 }
 
 peak_rss() { awk '/VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$SP/status"; }
 
 start_workers() {
   for i in 1 2 3 4; do
-    "$WEIR" worker --scheduler "$WEIR_URL" --token "$WK" --slots 64 --name "bench-$i" --dir "$TMP/w$i" \
-      2>"$TMP/worker$i.log" &
+    WEIR_WORKER_TRACE="$TMP/trace$i" "$WEIR" worker --scheduler "$WEIR_URL" --token "$WK" --slots 64 \
+      --name "bench-$i" --dir "$TMP/w$i" 2>"$TMP/worker$i.log" &
     WPIDS="$WPIDS $!"
   done
 }
@@ -89,13 +103,15 @@ t0=$(date +%s.%N)
 q "SELECT count(weir_run_create('single', '{}', 'manual', 'bench')) FROM generate_series(1, 20000)" >/dev/null
 echo "independent: 20,000 runs created in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }') s (one transaction)"
 start_workers
+c0=$(cpu_now)
 wait_runs single
-echo "independent: $(rate single 20000); runs admitted 1,000 at a time (max_active_runs)"
+echo "independent: $(rate single); runs admitted 1,000 at a time (max_active_runs); $(cpu_since "$c0")"
 
 wide wide20k 20000
+c0=$(cpu_now)
 "$WEIR" trigger wide20k >/dev/null
 wait_runs wide20k
-echo "wide:        $(rate wide20k 20002), scheduler peak RSS so far $(peak_rss)"
+echo "wide:        $(rate wide20k), scheduler peak RSS so far $(peak_rss); $(cpu_since "$c0")"
 
 cat >"$TMP/chain.lua" <<'LUA'
 pipeline "chain" {}
@@ -103,23 +119,31 @@ local prev
 for i = 1, 500 do prev = task(string.format("c%03d", i)) { step = "noop", after = prev } end
 LUA
 "$WEIR" apply "$TMP/chain.lua" >/dev/null
+c0=$(cpu_now)
 "$WEIR" trigger chain >/dev/null
 wait_runs chain
-q "SELECT 'chain:       500 tasks in ' || round(extract(epoch FROM r.finished_at - r.started_at)::numeric, 2) ||
-          ' s; per task claim-to-completion p50 ' ||
-          round((percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a.finished_at - a.started_at)) * 1000)::numeric, 2) ||
-          ' ms, p99 ' ||
-          round((percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM a.finished_at - a.started_at)) * 1000)::numeric, 2) ||
-          ' ms'
-     FROM runs r JOIN pipelines p ON p.id = r.pipeline_id JOIN tasks t ON t.run_id = r.id
-     JOIN attempts a ON a.task_id = t.id WHERE p.name = 'chain' GROUP BY r.id"
+cat "$TMP"/trace? >"$TMP/trace.all"
+q "CREATE TABLE bench_trace (what text, task_id bigint, attempt int, us bigint)"
+$PSQL -X -q -c "\\copy bench_trace FROM '$TMP/trace.all' WITH (FORMAT text, DELIMITER ' ')" "$DB"
+q "SELECT 'chain:       500 tasks in ' || (SELECT round(extract(epoch FROM r.finished_at - r.started_at)::numeric, 2)
+            FROM runs r JOIN pipelines p ON p.id = r.pipeline_id WHERE p.name = 'chain') ||
+          ' s; hand-off (a task ends on its worker -> its successor starts on a worker) p50 ' ||
+          round((percentile_cont(0.5) WITHIN GROUP (ORDER BY h) / 1000)::numeric, 2) || ' ms, p99 ' ||
+          round((percentile_cont(0.99) WITHIN GROUP (ORDER BY h) / 1000)::numeric, 2) || ' ms, max ' ||
+          round((max(h) / 1000)::numeric, 2) || ' ms'
+     FROM (SELECT b.us - a.us AS h FROM task_edges e JOIN tasks t ON t.id = e.downstream_id
+             JOIN runs r ON r.id = t.run_id JOIN pipelines p ON p.id = r.pipeline_id AND p.name = 'chain'
+             JOIN bench_trace a ON a.task_id = e.upstream_id AND a.what = 'done'
+             JOIN bench_trace b ON b.task_id = e.downstream_id AND b.what = 'start') x"
+echo "chain:       $(cpu_since "$c0")"
 
-for n in 1000 10000 ${SCALE_MAX:-100000}; do
+for n in 1000 10000 100000; do
   [ "$n" -gt "${SCALE_MAX:-100000}" ] && continue
   wide "w$n" "$n"
+  c0=$(cpu_now)
   "$WEIR" trigger "w$n" >/dev/null
   wait_runs "w$n"
-  echo "scale $n:   $(rate "w$n" $((n + 2))), scheduler peak RSS $(peak_rss)"
+  echo "scale $n: $(rate "w$n"), scheduler peak RSS $(peak_rss); $(cpu_since "$c0")"
 done
 txs=$(curl -s "$WEIR_URL/metrics" | awk '/^weir_batch_transactions_total/ {print $2}')
 ops=$(curl -s "$WEIR_URL/metrics" | awk '/^weir_batch_operations_total/ {print $2}')

@@ -301,13 +301,9 @@ static void on_poll(uv_poll_t *p, int status, int events) {
 static void start_connect(weir_db_t *db) {
     if (db->state != DB_CONNECTING) {
         /* Our settings come first so that the operator's conninfo overrides them. JIT is off:
-         * the state machine's statements are short, and compiling one costs tens of ms.
-         * Generic plans: the PL/pgSQL functions' statements would otherwise be planned again
-         * on every call (their = ANY(array) filters keep custom plans looking cheaper), which
-         * cost more than running them. */
+         * the state machine's statements are short, and compiling one costs tens of ms. */
         const char *const keys[] = { "application_name", "options", "dbname", NULL };
-        const char *const vals[] = { "weir-scheduler", "-c jit=off -c plan_cache_mode=force_generic_plan",
-                                     db->conninfo, NULL };
+        const char *const vals[] = { "weir-scheduler", "-c jit=off", db->conninfo, NULL };
         db->conn = PQconnectStartParams(keys, vals, 1);
         if (!db->conn || PQstatus(db->conn) == CONNECTION_BAD) {
             weir_log_warn("db: cannot connect: %s", db->conn ? PQerrorMessage(db->conn) : "out of memory");

@@ -165,8 +165,9 @@ BEGIN
                                            string_agg(name, ', ' ORDER BY pos))
                                FROM tasks WHERE run_id = runs.id AND state = 'failed')
                         ELSE reason END
-         WHERE id = ANY(p_runs) AND state = 'running' AND tasks_done >= tasks_total
-        RETURNING id, pipeline_id, state),
+          FROM unnest(p_runs) AS x(id)
+         WHERE runs.id = x.id AND runs.state = 'running' AND runs.tasks_done >= runs.tasks_total
+        RETURNING runs.id, runs.pipeline_id, runs.state),
     ev AS (
         INSERT INTO events (kind, pipeline_id, run_id, from_state, to_state, actor)
         SELECT 'run.state', pipeline_id, id, 'running', state, 'scheduler' FROM u),
@@ -344,8 +345,10 @@ DECLARE started bigint[]; ids bigint[]; skipped bigint[];
 BEGIN
     IF p_runs IS NULL THEN RETURN; END IF;
     WITH u AS (
+        -- joined with unnest, the runs are found by their key: "id = ANY(...)" let a generic plan
+        -- read every queued run of the pipeline through runs_queued
         UPDATE runs SET state = 'running', started_at = coalesce(started_at, now())
-         WHERE id = ANY(p_runs) AND state = 'queued' RETURNING id, pipeline_id),
+          FROM unnest(p_runs) AS x(id) WHERE runs.id = x.id AND runs.state = 'queued' RETURNING runs.id, runs.pipeline_id),
     ev AS (
         INSERT INTO events (kind, pipeline_id, run_id, from_state, to_state, actor)
         SELECT 'run.state', pipeline_id, id, 'queued', 'running', 'scheduler' FROM u),

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CLAIM_WAIT_MS 20000
@@ -58,7 +59,20 @@ void wk_agent_release(wk_agent_t *a, wk_task_t *t) {
     wake_claims(a);
 }
 
+/* WEIR_WORKER_TRACE=FILE: one line per step start and end, "start|done TASK ATTEMPT USEC" with
+ * the wall clock in microseconds, for bench/runs.sh to measure hand-offs as a worker sees them. */
+static FILE *trace_file;
+
+static void trace(const char *what, const wk_task_t *t) {
+    if (!trace_file) return;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    fprintf(trace_file, "%s %lld %d %lld\n", what, (long long)t->task_id, t->attempt,
+            (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+}
+
 void wk_agent_complete(wk_agent_t *a, wk_task_t *t) {
+    trace("done", t);
     pthread_mutex_lock(&a->mu);
     if (atomic_load(&t->abandoned)) {
         pthread_mutex_unlock(&a->mu);
@@ -460,6 +474,7 @@ static void start_task(wk_agent_t *a, json_t *claim, uint64_t claimed_at) {
     json_t *res = json_object_get(json_object_get(claim, "spec"), "resources");
     t->gpu = (int)json_integer_value(json_object_get(res, "gpu"));
     t->memory = a->memory ? json_integer_value(json_object_get(res, "memory_bytes")) : 0;
+    trace("start", t);
     const char *step = json_string_value(json_object_get(claim, "step"));
     if (!step) step = json_string_value(json_object_get(json_object_get(claim, "spec"), "step"));
     if (!step) step = "";
@@ -797,6 +812,10 @@ int weir_cmd_worker(int argc, char **argv) {
     sigaddset(&set, SIGINT);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    const char *tf = getenv("WEIR_WORKER_TRACE");
+    if (tf && *tf && !(trace_file = fopen(tf, "a")))
+        weir_log_warn("worker: cannot open the trace file %s: %s", tf, strerror(errno));
+    if (trace_file) setvbuf(trace_file, NULL, _IOLBF, 0); /* whole lines, readable while we run */
     pthread_t sig_th;
     pthread_create(&sig_th, NULL, signal_main, a);
     pthread_detach(sig_th);
@@ -820,6 +839,7 @@ int weir_cmd_worker(int argc, char **argv) {
     for (int i = 0; i < a->completers; i++) pthread_join(comp[i], NULL);
     free(comp);
     wk_http_close(&h);
+    if (trace_file) fclose(trace_file);
     weir_log_info("worker: drained; exiting");
     return WEIR_EXIT_OK;
 }
