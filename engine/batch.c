@@ -146,10 +146,11 @@ static void send_ops(weir_batch_t *b, op_t **ops, int n) {
 }
 
 static void flush(weir_batch_t *b) {
-    if (b->inflight || !b->head) return;
+    if (b->inflight) return;
     int wakes = 0;
     for (op_t *o = b->head; o; o = o->next) wakes |= (o->flags & WEIR_BATCH_WAKES) != 0;
-    if (b->hook) b->hook(b, wakes, b->hook_data);
+    if (b->hook) b->hook(b, wakes, b->hook_data); /* may add statements, also to an empty batch */
+    if (!b->head) return;
     int n = b->waiting < MAX_PER_TX ? (int)b->waiting : MAX_PER_TX;
     op_t **ops = malloc((size_t)n * sizeof *ops);
     if (!ops) return; /* try again next turn */

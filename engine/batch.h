@@ -19,8 +19,9 @@ typedef struct weir_batch_s weir_batch_t;
 /* status: 0 committed, result in statement i of tx; WEIR_EDB that statement failed (the
  * transaction was rolled back; weir_db_tx_error(tx) says why); WEIR_EUNAVAIL no database. */
 typedef void (*weir_batch_cb)(weir_db_tx_t *tx, int i, int status, void *data);
-/* Called just before a batch is sent, with whether it holds an operation flagged WEIR_BATCH_WAKES;
- * it may add operations, which join this batch. */
+/* Called on each loop turn while no transaction is in flight, just before the waiting
+ * operations (maybe none) are sent, with whether they hold one flagged WEIR_BATCH_WAKES; it may
+ * add operations, which join this batch. */
 typedef void (*weir_batch_hook)(weir_batch_t *b, int wakes, void *data);
 
 enum {

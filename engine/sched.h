@@ -46,6 +46,8 @@ typedef struct weir_sched_s {
     unsigned gates_inflight;     /* gate evaluations under way */
     int gate_probing;            /* a search for ready gates is in a batch */
     void *completions;           /* completions being gathered into one call (engine/work.c) */
+    int64_t ready_unhanded;      /* tasks completions made ready, less those handed off with them */
+    int gates_ready;             /* completions made gates ready: probe them */
 } weir_sched_t;
 
 /* Verifies the schema, connects, listens, and runs until SIGINT or SIGTERM.

@@ -123,12 +123,18 @@ void weir_work_offer(weir_sched_t *s) {
     }
 }
 
+/* Called before each transaction is sent, and on every loop turn while none is in flight:
+ * wakes says the waiting statements may make tasks ready (triggers, cancels, decisions), and
+ * then the idle claims ride in the same transaction; tasks that completions made ready and
+ * did not hand off go to them now. */
 void weir_work_batch_hook(weir_batch_t *b, int wakes, void *data) {
     (void)b;
     weir_sched_t *s = data;
-    if (!wakes) return;
-    weir_work_offer(s);
-    weir_gate_probe(s);
+    int offer = wakes || s->ready_unhanded > 0, probe = wakes || s->gates_ready;
+    s->ready_unhanded = 0;
+    s->gates_ready = 0;
+    if (offer) weir_work_offer(s);
+    if (probe) weir_gate_probe(s);
 }
 
 void api_claim(api_req_t *a) {
@@ -379,7 +385,10 @@ static void handoff_claim_done(weir_db_tx_t *tx, int i, int status, void *data) 
     handoff_t *h = data;
     if (!status) {
         json_t *r = json_loads(weir_db_value(tx, i, 0, 0), 0, NULL);
-        if (json_integer_value(json_object_get(r, "code")) == 200) h->tasks = json_incref(json_object_get(r, "tasks"));
+        if (json_integer_value(json_object_get(r, "code")) == 200) {
+            h->tasks = json_incref(json_object_get(r, "tasks"));
+            h->a->s->ready_unhanded -= (int64_t)json_array_size(h->tasks);
+        }
         json_decref(r); /* a refused claim hands nothing; the completions stand */
     }
     handoff_step(h, tx, status);
@@ -402,7 +411,8 @@ static int completions_fill(void *data, char **params) {
 static void completions_done(weir_db_tx_t *tx, int i, int status, void *data) {
     completion_set_t *c = data;
     if (c->s->completions == c) c->s->completions = NULL;
-    json_t *res = status ? NULL : json_loads(weir_db_value(tx, i, 0, 0), 0, NULL);
+    json_t *answer = status ? NULL : json_loads(weir_db_value(tx, i, 0, 0), 0, NULL);
+    json_t *res = json_object_get(answer, "results");
     for (size_t k = 0; k < c->n; k++) {
         completion_req_t *q = &c->reqs[k];
         if (q->h) {
@@ -437,7 +447,12 @@ static void completions_done(weir_db_tx_t *tx, int i, int status, void *data) {
             json_decref(out);
         }
     }
-    json_decref(res);
+    /* Tasks made ready and not handed off with their predecessors' answers (the hand-off claims
+     * come right after, in the same transaction) go to the idle claims in the next one, from
+     * the batch hook; gates to the scheduler's own evaluation. */
+    c->s->ready_unhanded += json_integer_value(json_object_get(answer, "queued"));
+    if (json_integer_value(json_object_get(answer, "gates")) > 0) c->s->gates_ready = 1;
+    json_decref(answer);
     json_decref(c->items);
     free(c->reqs);
     free(c);
@@ -456,7 +471,7 @@ static int completion_add(api_req_t *a, json_t *items, int list, handoff_t *h) {
             return -1;
         }
         c->s = s;
-        if (weir_batch_add_lazy(s->batch, "SELECT weir_complete_many($1::jsonb)", 1, completions_fill, WEIR_BATCH_WAKES,
+        if (weir_batch_add_lazy(s->batch, "SELECT weir_complete_many($1::jsonb)", 1, completions_fill, 0,
                                 completions_done, c)) {
             json_decref(c->items);
             free(c);

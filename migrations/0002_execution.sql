@@ -94,7 +94,7 @@ END $$;
 -- Pending tasks whose trigger rule is met become ready: queued for a worker, queued on the
 -- scheduler (gates, queue ''), or waiting for a person (approvals).
 CREATE FUNCTION weir_tasks_ready(p_ids bigint[]) RETURNS int LANGUAGE plpgsql AS $$
-DECLARE n int;
+DECLARE n int; w int; g int;
 BEGIN
     WITH u AS (
         UPDATE tasks SET state = CASE kind WHEN 'approval' THEN 'waiting' ELSE 'queued' END,
@@ -102,12 +102,23 @@ BEGIN
                deadline_at = CASE WHEN kind = 'approval' AND (spec->'approval'->>'timeout_ms')::bigint > 0
                              THEN now() + (spec->'approval'->>'timeout_ms')::bigint * interval '1 ms' END
         WHERE id = ANY(p_ids) AND state = 'pending'
-        RETURNING id, run_id, state)
-    INSERT INTO events (kind, run_id, task_id, from_state, to_state, actor)
-    SELECT 'task.state', run_id, id, 'pending', state, 'scheduler' FROM u;
-    GET DIAGNOSTICS n = ROW_COUNT;
+        RETURNING id, run_id, state, queue),
+    ev AS (
+        INSERT INTO events (kind, run_id, task_id, from_state, to_state, actor)
+        SELECT 'task.state', run_id, id, 'pending', state, 'scheduler' FROM u)
+    SELECT count(*), count(*) FILTER (WHERE state = 'queued' AND queue > ''),
+           count(*) FILTER (WHERE state = 'queued' AND queue = '')
+      INTO n, w, g FROM u;
+    -- counted for this transaction, for weir_complete_many's answer (weir_ready_counts)
+    IF w > 0 THEN PERFORM set_config('weir.ready_for_workers', (weir_ready_count('weir.ready_for_workers') + w)::text, true); END IF;
+    IF g > 0 THEN PERFORM set_config('weir.ready_gates', (weir_ready_count('weir.ready_gates') + g)::text, true); END IF;
     RETURN n;
 END $$;
+
+-- A counter of tasks made ready in this transaction (0 when none was counted yet).
+CREATE FUNCTION weir_ready_count(p_name text) RETURNS int LANGUAGE sql STABLE AS $$
+    SELECT coalesce(nullif(current_setting(p_name, true), ''), '0')::int
+$$;
 
 -- Decides pending tasks from their counters: ready, skipped, or still waiting. Returns the ids
 -- it skipped (they are finished too, and their dependents must hear of it).
@@ -551,54 +562,6 @@ BEGIN
     RETURN st;
 END $$;
 
--- A worker's report that an attempt ended. Refused (409) unless the attempt is the task's
--- current one, still running, and held by this worker; the same report sent twice is answered
--- as a duplicate.
-CREATE FUNCTION weir_attempt_complete(p_worker bigint, p_task bigint, p_attempt int, p_status text, p_exit int,
-                                      p_error text, p_metrics jsonb, p_outputs jsonb) RETURNS jsonb
-LANGUAGE plpgsql AS $$
-DECLARE t tasks; a attempts; k text; sha text; st text; wname text;
-BEGIN
-    SELECT * INTO t FROM tasks WHERE id = p_task FOR UPDATE;
-    IF NOT FOUND THEN RETURN weir_refuse(404, format('no task %s', p_task)); END IF;
-    IF t.attempt <> p_attempt OR t.state <> 'running' OR t.worker_id IS DISTINCT FROM p_worker THEN
-        SELECT * INTO a FROM attempts WHERE task_id = p_task AND number = p_attempt;
-        IF FOUND AND a.worker_id = p_worker AND a.state = p_status THEN
-            RETURN jsonb_build_object('code', 200, 'state', t.state, 'duplicate', true);
-        END IF;
-        RETURN weir_refuse(409, format('attempt %s of task %s is not current (task %s, attempt %s%s)', p_attempt,
-            p_task, t.state, t.attempt, CASE WHEN a.state IS NOT NULL THEN ', that attempt ' || a.state ELSE '' END));
-    END IF;
-    FOR k, sha IN SELECT * FROM jsonb_each_text(coalesce(p_outputs, '{}')) LOOP
-        IF NOT EXISTS (SELECT 1 FROM artifacts WHERE sha256 = sha) THEN
-            RETURN weir_refuse(400, format('output "%s": artifact %s was not uploaded', k, sha));
-        END IF;
-    END LOOP;
-    SELECT name INTO wname FROM workers WHERE id = p_worker;
-    UPDATE attempts SET state = p_status, finished_at = now(), exit_code = p_exit, error = coalesce(p_error, ''),
-           metrics = coalesce(p_metrics, '{}')
-     WHERE task_id = p_task AND number = p_attempt;
-    IF p_status = 'succeeded' THEN
-        INSERT INTO task_outputs (task_id, name, attempt, sha256)
-        SELECT p_task, key, p_attempt, value FROM jsonb_each_text(coalesce(p_outputs, '{}'))
-        ON CONFLICT (task_id, name) DO UPDATE SET attempt = EXCLUDED.attempt, sha256 = EXCLUDED.sha256;
-        UPDATE artifacts SET producer_run_id = t.run_id, producer_task_id = p_task
-         WHERE sha256 IN (SELECT value FROM jsonb_each_text(coalesce(p_outputs, '{}'))) AND producer_task_id IS NULL;
-        UPDATE tasks SET state = 'succeeded', finished_at = now(), error = '', metrics = coalesce(p_metrics, '{}'),
-               outputs = coalesce(p_outputs, '{}'), lease_expires_at = NULL, deadline_at = NULL
-         WHERE id = p_task;
-        INSERT INTO events (kind, run_id, task_id, attempt, from_state, to_state, actor)
-        VALUES ('task.state', t.run_id, p_task, p_attempt, 'running', 'succeeded', coalesce(wname, ''));
-        PERFORM weir_tasks_finished(ARRAY[p_task]);
-        st := 'succeeded';
-    ELSE
-        st := weir_task_failed(t, CASE WHEN coalesce(p_error, '') <> '' THEN p_error
-                                       WHEN p_status = 'timed_out' THEN 'timed out'
-                                       ELSE format('exit status %s', p_exit) END, coalesce(wname, ''));
-    END IF;
-    RETURN jsonb_build_object('code', 200, 'state', st);
-END $$;
-
 -- Appends a log chunk of the current attempt; beyond p_cap raw bytes the attempt is marked
 -- truncated and further chunks are dropped. A chunk seen before (same seq) is ignored.
 CREATE FUNCTION weir_log_append(p_worker bigint, p_task bigint, p_attempt int, p_seq int, p_raw_len int,
@@ -680,9 +643,11 @@ BEGIN
                               'approvals_expired', n_expired, 'notify', notify);
 END $$;
 
--- Many completions in one call, for the group-commit batch: each report is checked and applied as
--- weir_attempt_complete would, but the dependents of all the succeeded tasks are updated together
--- and their events written in one statement. Answers an array of results, in input order.
+-- A worker's reports that attempts ended, many in one call (the group-commit batch). Each is
+-- refused (409) unless its attempt is the task's current one, still running, and held by this
+-- worker; the same report sent twice is answered as a duplicate. The dependents of all the
+-- succeeded tasks are then updated together. Answers {"results": [...in input order], "queued": bool,
+-- "gates": bool}.
 -- Input: [{"worker", "task", "attempt", "status", "exit_code", "error", "metrics", "outputs"}].
 CREATE FUNCTION weir_complete_many(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
@@ -691,6 +656,7 @@ DECLARE
     wname text; last_w bigint := -1; st text; err text;
 BEGIN
     res := array_fill(NULL::jsonb, ARRAY[jsonb_array_length(p)]);
+    PERFORM set_config('weir.ready_for_workers', '0', true), set_config('weir.ready_gates', '0', true);
     -- The common report, set-based: the current attempt succeeded and made no outputs. Each task
     -- is taken once (a report repeated in the same call is answered by the loop below).
     WITH inp AS (SELECT DISTINCT ON ((e->>'task')::bigint) (e->>'task')::bigint AS tid, (e->>'worker')::bigint AS w,
@@ -770,5 +736,8 @@ BEGIN
         END IF;
     END LOOP;
     IF cardinality(done) > 0 THEN PERFORM weir_tasks_finished(done); END IF;
-    RETURN to_jsonb(res);
+    -- what it made ready, for workers (queued) or for the scheduler's gates: what the hand-off
+    -- claims after it leave goes to the idle claims next
+    RETURN jsonb_build_object('results', to_jsonb(res), 'queued', weir_ready_count('weir.ready_for_workers'),
+                              'gates', weir_ready_count('weir.ready_gates'));
 END $$;
