@@ -30,6 +30,7 @@ struct weir_waiter_s {
     int64_t free_memory;
     uint64_t deadline;    /* uv_now() ms */
     int in_batch;         /* its claim statement is in a transaction: answer only when it returns */
+    int superseded;       /* a newer claim of the worker came: answer as soon as its statement returns */
     json_t *cancels;      /* [{task_id, attempt, reason}] to deliver with the answer */
 };
 
@@ -57,7 +58,7 @@ static void waiter_answer(weir_sched_t *s, weir_waiter_t *w, json_t *tasks) {
 
 static weir_waiter_t *waiter_find(weir_sched_t *s, int64_t worker) {
     for (weir_waiter_t *w = s->waiters; w; w = w->next)
-        if (w->worker == worker) return w;
+        if (w->worker == worker && !w->superseded) return w;
     return NULL;
 }
 
@@ -93,7 +94,7 @@ static void claim_done(weir_db_tx_t *tx, int i, int status, void *data) {
     }
     json_t *tasks = json_object_get(r, "tasks");
     size_t n = json_array_size(tasks);
-    if (n > 0 || w->cancels || s->stopping || uv_now(s->loop) >= w->deadline ||
+    if (n > 0 || w->cancels || w->superseded || s->stopping || uv_now(s->loop) >= w->deadline ||
         weir_http_req_gone(w->a->http))
         waiter_answer(s, w, n ? tasks : NULL);
     json_decref(r);
@@ -149,7 +150,10 @@ void api_claim(api_req_t *a) {
         return;
     if (s->stopping) { api_reply_error(a, 503, "scheduler is stopping"); return; }
     weir_waiter_t *old = waiter_find(s, worker);
-    if (old && !old->in_batch) waiter_answer(s, old, NULL); /* a worker holds one claim: the newer wins */
+    /* a worker holds one claim: the newer wins; one whose statement is in flight is answered
+     * when it returns, with what it was leased (the worker runs that) */
+    if (old && !old->in_batch) waiter_answer(s, old, NULL);
+    else if (old) old->superseded = 1;
     weir_waiter_t *w = calloc(1, sizeof *w);
     if (!w) { api_reply_error(a, 500, "out of memory"); return; }
     w->a = a;

@@ -80,6 +80,7 @@ void wk_agent_complete(wk_agent_t *a, wk_task_t *t) {
         return;
     }
     t->queued = 1;
+    t->reported = 1;
     t->qnext = NULL;
     if (a->qtail) a->qtail->qnext = t;
     else a->qhead = t;
@@ -130,6 +131,12 @@ static void abandon_listed(wk_agent_t *a, const json_t *list, const char *what) 
         /* found and marked under one lock: the task cannot be released in between */
         pthread_mutex_lock(&a->mu);
         wk_task_t *t = find_task(a, tid, att);
+        /* its step has ended and its report is queued or on its way: the completer gets the
+         * scheduler's answer for it (a duplicate, or 409), and nothing is left to stop */
+        if (t && t->reported) {
+            weir_log_debug("worker: task %lld attempt %d: %s; its report is on its way", (long long)tid, att, reason);
+            t = NULL;
+        }
         int release = t ? abandon_locked(a, t, reason) : 0;
         pthread_mutex_unlock(&a->mu);
         if (release) wk_agent_release(a, t);

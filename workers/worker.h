@@ -279,6 +279,7 @@ struct wk_task_s {
     uint64_t claimed_at;         /* monotonic ms when the claim that brought it was sent */
     atomic_int abandoned;        /* cancelled, stale or lease lost: send nothing more */
     int queued;                  /* in the completion queue; under agent->mu */
+    int reported;                /* its completion was handed to the completers; under agent->mu */
     int has_proc;                /* exec steps: proc is initialised */
     wk_proc_t proc;
     json_t *completion;          /* the complete body, owned; set before queueing */
