@@ -206,6 +206,8 @@ static int start_workers(const weir_config_t *cfg, const char *token, int n, pid
         pid_t pid = fork();
         if (pid < 0) return -1;
         if (pid == 0) {
+            /* a group of its own: Ctrl-C reaches the scheduler, which stops the workers first */
+            setpgid(0, 0);
             /* the token goes through the environment, not argv, where ps would show it */
             setenv("WEIR_TOKEN", token, 1);
             execl(exe, exe, "worker", "--scheduler", cfg->url, "--slots", "4", "--name", name, "--dir", dir,
@@ -351,8 +353,10 @@ int weir_cmd_up(int argc, char **argv) {
         char artifacts[1100];
         snprintf(artifacts, sizeof artifacts, "%s/artifacts", cfg.home);
         o.artifacts_dir = artifacts;
+        o.children = pids;
+        o.nchildren = nworkers;
         rc = weir_sched_run(&o);
-        stop_workers(pids, nworkers);
+        stop_workers(pids, nworkers); /* those that outlived the scheduler, if it failed to start */
     }
     if (started) {
         /* A second Ctrl-C must not leave PostgreSQL running behind us. */

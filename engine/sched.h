@@ -9,6 +9,8 @@
 #include "engine/db.h"
 #include "engine/http.h"
 
+#include <sys/types.h>
+
 typedef struct {
     const char *database;        /* libpq conninfo or URL */
     const char *host;            /* listen address; default 127.0.0.1 */
@@ -20,6 +22,9 @@ typedef struct {
     long long max_log_bytes;     /* log kept per attempt; default 64 MiB */
     const char *artifacts_dir;   /* content-addressed store; default $WEIR_HOME/artifacts */
     int tick_ms;                 /* how often timers (leases, backoffs, deadlines) are checked; default 200 */
+    pid_t *children;             /* weir up's workers: on SIGINT/SIGTERM they get SIGTERM and are */
+    int nchildren;               /* waited for (SIGKILL after 10 s) while the scheduler still serves;
+                                  * each reaped one is set to 0 */
 } weir_sched_opts_t;
 
 typedef struct weir_waiter_s weir_waiter_t;   /* a worker's open long-poll claim (engine/work.c) */
@@ -48,6 +53,10 @@ typedef struct weir_sched_s {
     void *completions;           /* completions being gathered into one call (engine/work.c) */
     int64_t ready_unhanded;      /* tasks completions made ready, less those handed off with them */
     int gates_ready;             /* completions made gates ready: probe them */
+    pid_t *children;             /* local workers still draining (opts' array; 0 once reaped) */
+    int nchildren;
+    uv_timer_t drain;
+    uint64_t drain_deadline;
 } weir_sched_t;
 
 /* Verifies the schema, connects, listens, and runs until SIGINT or SIGTERM.

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 
 static void on_closed(void *data) { (void)data; }
 
@@ -18,11 +19,8 @@ static void on_tick(uv_timer_t *t) {
     if (!s->stopping) weir_work_tick(s);
 }
 
-static void on_signal(uv_signal_t *h, int signum) {
-    weir_sched_t *s = h->data;
-    if (s->stopping) return;
+static void stop(weir_sched_t *s) {
     s->stopping = 1;
-    weir_log_info("scheduler: %s received, stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
     uv_timer_stop(&s->tick);
     uv_close((uv_handle_t *)&s->tick, NULL);
     weir_work_stop(s);
@@ -34,6 +32,43 @@ static void on_signal(uv_signal_t *h, int signum) {
     s->db = NULL;
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
+
+/* Reaps the draining workers; the scheduler stops when none is left (SIGKILL after 10 s). */
+static void on_drain(uv_timer_t *t) {
+    weir_sched_t *s = t->data;
+    int left = 0, late = uv_now(s->loop) >= s->drain_deadline;
+    for (int i = 0; i < s->nchildren; i++) {
+        if (s->children[i] <= 0) continue;
+        if (late) kill(s->children[i], SIGKILL);
+        if (waitpid(s->children[i], NULL, late ? 0 : WNOHANG) == s->children[i]) s->children[i] = 0;
+        else left++;
+    }
+    if (left) return;
+    uv_timer_stop(t);
+    uv_close((uv_handle_t *)t, NULL);
+    stop(s);
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+    weir_sched_t *s = h->data;
+    if (s->stopping) return;
+    if (s->nchildren && !s->drain_deadline) {
+        /* weir up's workers first: they finish their steps and report while we still serve */
+        weir_log_info("scheduler: %s received; stopping the local workers first",
+                      signum == SIGINT ? "SIGINT" : "SIGTERM");
+        for (int i = 0; i < s->nchildren; i++)
+            if (s->children[i] > 0) kill(s->children[i], SIGTERM);
+        s->drain_deadline = uv_now(s->loop) + 10000;
+        uv_timer_init(s->loop, &s->drain);
+        s->drain.data = s;
+        uv_timer_start(&s->drain, on_drain, 50, 50);
+        return;
+    }
+    if (s->drain_deadline) return; /* a second signal while draining: the deadline still holds */
+    s->stopping = 1;
+    weir_log_info("scheduler: %s received, stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
+    stop(s);
 }
 
 /* Refuses to serve a database whose schema is missing, behind, or edited. */
@@ -67,6 +102,8 @@ int weir_sched_run(const weir_sched_opts_t *o) {
     s.tick_ms = o->tick_ms > 0 ? o->tick_ms : 200;
     s.max_log_bytes = o->max_log_bytes > 0 ? o->max_log_bytes : 64LL << 20;
     snprintf(s.artifacts_dir, sizeof s.artifacts_dir, "%s", o->artifacts_dir ? o->artifacts_dir : "weir-artifacts");
+    s.children = o->children;
+    s.nchildren = o->children ? o->nchildren : 0;
     if ((rc = weir_db_new(s.loop, o->database, &s.db))) {
         fprintf(stderr, "weir scheduler: %s\n", weir_strerror(rc));
         return 1;
