@@ -394,6 +394,8 @@ BEGIN
            error = format('cancelled by %s', p_actor) WHERE id = t.id;
     INSERT INTO events (kind, run_id, task_id, attempt, from_state, to_state, actor)
     VALUES ('task.state', p_run, t.id, t.attempt, t.state, 'cancelled', p_actor);
+    -- the run ends as it would (succeeded unless a task failed), and says why its downstream was skipped
+    UPDATE runs SET reason = format('task "%s" cancelled by %s', p_task, p_actor) WHERE id = p_run AND reason = '';
     PERFORM weir_tasks_finished(ARRAY[t.id]);
     RETURN jsonb_build_object('code', 200, 'run', p_run, 'task', p_task, 'state', 'cancelled', 'notify', notify);
 END $$;
@@ -501,6 +503,10 @@ BEGIN
           FROM u JOIN runs r ON r.id = u.run_id JOIN pipelines p ON p.id = r.pipeline_id;
         out := out || got;
         want := p_free - jsonb_array_length(out);
+        -- what this queue took is no longer free for the next one
+        SELECT p_gpu - coalesce(sum((x->'spec'->'resources'->>'gpu')::int), 0),
+               p_memory - coalesce(sum((x->'spec'->'resources'->>'memory_bytes')::bigint), 0)
+          INTO p_gpu, p_memory FROM jsonb_array_elements(got) x;
     END LOOP;
     RETURN jsonb_build_object('code', 200, 'tasks', out);
 END $$;

@@ -465,6 +465,7 @@ check_contains task_cancel_again_message "$(j .error.message)" "already finished
 check_eq task_cancel_queued "$(op POST "/v1/runs/$RC2/tasks/side/cancel")" 200
 check_eq task_cancel_run_ends "$(rstate "$RC2" | grep -Ev '^(queued|running)$')" "$(rstate "$RC2")"
 check_eq task_cancel_counters "$(sql "SELECT tasks_done || '/' || tasks_total FROM runs WHERE id = $RC2")" "3/3"
+check_eq task_cancel_run_reason "$(sql "SELECT state || ': ' || reason FROM runs WHERE id = $RC2")" 'succeeded: task "long" cancelled by ops'
 
 # --- retry: re-runs what failed or was skipped, keeps what succeeded -------------------------------------
 check_eq retry_running_409 "$(op POST "/v1/runs/$(trigger diamond)/retry" -d '{}')" 409
@@ -775,6 +776,20 @@ check_eq handoff_complete_last "$(wk POST "/v1/workers/$HW/completions" -d "{\"c
   \"status\": \"succeeded\"}]}")" 200
 check_eq handoff_run_failed "$(rstate "$HR")" failed
 check_eq handoff_too_many_400 "$(wk POST "/v1/workers/$HW/completions" -d "{\"completions\": [$(python3 -c "print(','.join(['{\"task_id\": 1, \"attempt\": 1, \"status\": \"failed\"}'] * 1001))")]}")" 400
+
+# --- a worker on two queues: what one queue's tasks take is not free for the other's --------------------
+apply twoq 'pipeline "twoq" { max_active_runs = 10 }
+task "g1" { step = "noop", resources = { queue = "qg1", gpu = 1 } }
+task "g2" { step = "noop", resources = { queue = "qg2", gpu = 1 } }' || not_ok twoq_apply "apply failed"
+TQ=$(trigger twoq)
+wk POST /v1/workers -d '{"name": "two", "slots": 4, "queues": ["qg1", "qg2"], "gpu": 1}' >/dev/null
+TW=$(j .worker_id)
+check_eq twoq_one_gpu_one_task "$(wk POST "/v1/workers/$TW/claim" -d '{"free_slots": 2, "free_gpu": 1, "wait_ms": 0}' >/dev/null; jq -r '.tasks | length' "$BODY")" 1
+check_eq twoq_other_waits "$(sql "SELECT count(*) FROM tasks WHERE run_id = $TQ AND state = 'queued'")" 1
+for t in g1 g2; do [ "$(tstate "$TQ" $t)" = running ] && finish_task "$TW" "$TQ" $t succeeded >/dev/null; done
+check_eq twoq_second_after "$(wk POST "/v1/workers/$TW/claim" -d '{"free_slots": 2, "free_gpu": 1, "wait_ms": 0}' >/dev/null; jq -r '.tasks | length' "$BODY")" 1
+for t in g1 g2; do [ "$(tstate "$TQ" $t)" = running ] && finish_task "$TW" "$TQ" $t succeeded >/dev/null; done
+check_eq twoq_run_succeeded "$(rstate "$TQ")" succeeded
 
 # --- invariants over everything above --------------------------------------------------------------------
 check_eq inv_no_task_completed_twice "$(sql "SELECT count(*) FROM (SELECT task_id, attempt FROM events WHERE kind = 'task.state'
