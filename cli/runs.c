@@ -457,25 +457,37 @@ static void names_of(const json_t *v, char *buf, size_t size) {
     }
 }
 
+/* "RUN [--task TASK]" and the common flags, for run cancel and run retry: -1 to go on (the
+ * configuration loaded), else the exit code. */
+static int run_task_args(int argc, char **argv, const char *cmd, const char *usage, weir_config_t *cfg, int *json,
+                         const char **task, int64_t *id) {
+    enum { OPT_TASK = CLI_OPT_FIRST_FREE };
+    static const struct option opts[] = {CLI_COMMON_OPTIONS, {"task", required_argument, NULL, OPT_TASK}, {0, 0, 0, 0}};
+    int rc = 0, opt;
+    *task = NULL;
+    optind = 1;
+    while ((opt = next_flag(argc, argv, "o:h", opts, usage, cfg, json, &rc)) != -1) {
+        if (opt == -2) return rc;
+        if (opt == OPT_TASK) *task = optarg;
+    }
+    if (optind != argc - 1) { fprintf(stderr, "weir %s: give one run\n%s", cmd, usage); return WEIR_EXIT_USAGE; }
+    *id = cli_run_id(cmd, argv[optind]);
+    if (*id < 0 || (*task && !cli_name_ok(cmd, "task", *task))) return WEIR_EXIT_USAGE;
+    weir_config_load(cfg);
+    return -1;
+}
+
 static int run_cancel(int argc, char **argv) {
     const char *usage = "usage: weir run cancel RUN [--task TASK] [-o json]\n\n"
                         "Cancels a run: its unfinished tasks are cancelled and running steps are killed.\n"
                         "With --task, cancels only that task (what depends on it follows its trigger rules).\n\n"
                         "  --task TASK            cancel one task, not the run\n" COMMON_HELP;
-    enum { OPT_TASK = CLI_OPT_FIRST_FREE };
-    static const struct option opts[] = {CLI_COMMON_OPTIONS, {"task", required_argument, NULL, OPT_TASK}, {0, 0, 0, 0}};
     weir_config_t cfg = {0};
-    int json = 0, rc = 0, opt;
-    const char *task = NULL;
-    optind = 1;
-    while ((opt = next_flag(argc, argv, "o:h", opts, usage, &cfg, &json, &rc)) != -1) {
-        if (opt == -2) return rc;
-        if (opt == OPT_TASK) task = optarg;
-    }
-    if (optind != argc - 1) { fprintf(stderr, "weir run cancel: give one run\n%s", usage); return WEIR_EXIT_USAGE; }
-    int64_t id = cli_run_id("run cancel", argv[optind]);
-    if (id < 0 || (task && !cli_name_ok("run cancel", "task", task))) return WEIR_EXIT_USAGE;
-    weir_config_load(&cfg);
+    int json = 0;
+    const char *task;
+    int64_t id;
+    int rc = run_task_args(argc, argv, "run cancel", usage, &cfg, &json, &task, &id);
+    if (rc >= 0) return rc;
     char path[160];
     if (task) snprintf(path, sizeof path, "/v1/runs/%lld/tasks/%s/cancel", (long long)id, task);
     else snprintf(path, sizeof path, "/v1/runs/%lld/cancel", (long long)id);
@@ -508,20 +520,12 @@ static int run_retry(int argc, char **argv) {
                         "what succeeded. With --task, re-runs that task and everything that depends on it.\n"
                         "Refused while the run is still active.\n\n"
                         "  --task TASK            re-run this task and its dependents\n" COMMON_HELP;
-    enum { OPT_TASK = CLI_OPT_FIRST_FREE };
-    static const struct option opts[] = {CLI_COMMON_OPTIONS, {"task", required_argument, NULL, OPT_TASK}, {0, 0, 0, 0}};
     weir_config_t cfg = {0};
-    int json = 0, rc = 0, opt;
-    const char *task = NULL;
-    optind = 1;
-    while ((opt = next_flag(argc, argv, "o:h", opts, usage, &cfg, &json, &rc)) != -1) {
-        if (opt == -2) return rc;
-        if (opt == OPT_TASK) task = optarg;
-    }
-    if (optind != argc - 1) { fprintf(stderr, "weir run retry: give one run\n%s", usage); return WEIR_EXIT_USAGE; }
-    int64_t id = cli_run_id("run retry", argv[optind]);
-    if (id < 0 || (task && !cli_name_ok("run retry", "task", task))) return WEIR_EXIT_USAGE;
-    weir_config_load(&cfg);
+    int json = 0;
+    const char *task;
+    int64_t id;
+    int rc = run_task_args(argc, argv, "run retry", usage, &cfg, &json, &task, &id);
+    if (rc >= 0) return rc;
     char path[64];
     snprintf(path, sizeof path, "/v1/runs/%lld/retry", (long long)id);
     json_t *body = task ? json_pack("{s:s}", "task", task) : json_object();
