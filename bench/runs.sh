@@ -34,7 +34,9 @@ pg_createdb bench
 DB=$(pg_conn bench)
 q() { $PSQL -X -A -t -q -c "$1" "$DB"; }
 "$WEIR" migrate --database "$DB" >/dev/null
+# the 100,000-task pipeline needs more than the sandbox's default 64 MiB and 200 M instructions to compile
 "$WEIR" scheduler --database "$DB" --listen 127.0.0.1:0 --port-file "$TMP/port" --max-body 64MiB \
+  --lua-memory 1GiB --lua-instructions 4000000000 \
   --artifacts "$TMP/artifacts" 2>"$TMP/scheduler.log" &
 SP=$!
 while [ ! -s "$TMP/port" ]; do sleep 0.05; done
