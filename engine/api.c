@@ -402,6 +402,7 @@ static const route_t routes[] = {
     {"POST", "/v1/workers", ROLE_WORKER, api_register_worker},
     {"POST", "/v1/workers/{}/claim", ROLE_WORKER, api_claim},
     {"POST", "/v1/workers/{}/heartbeat", ROLE_WORKER, api_heartbeat},
+    {"POST", "/v1/workers/{}/leave", ROLE_WORKER, api_worker_leave},
     {"POST", "/v1/workers/{}/attempts/{}/{}/logs", ROLE_WORKER, api_log_chunk},
     {"POST", "/v1/workers/{}/attempts/{}/{}/complete", ROLE_WORKER, api_complete},
     {"POST", "/v1/workers/{}/completions", ROLE_WORKER, api_complete_many},

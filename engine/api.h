@@ -85,6 +85,7 @@ void api_heartbeat(api_req_t *a);
 void api_log_chunk(api_req_t *a);
 void api_complete(api_req_t *a);
 void api_complete_many(api_req_t *a);
+void api_worker_leave(api_req_t *a);
 /* Routes in engine/artifacts.c */
 void api_put_artifact(api_req_t *a);
 void api_get_artifact(api_req_t *a);

@@ -309,6 +309,22 @@ void api_register_worker(api_req_t *a) {
     if (rc) api_reply_error(a, 503, "scheduler is overloaded; retry shortly");
 }
 
+/* POST /v1/workers/{w}/leave: a worker that drained and exits says so; `weir workers` shows
+ * it gone at once instead of after three silent leases. */
+void api_worker_leave(api_req_t *a) {
+    int64_t worker = api_parse_id(a->args[0]);
+    if (!worker) { api_reply_error(a, 400, "invalid worker id in the path"); return; }
+    weir_waiter_t *w = waiter_find(a->s, worker);
+    if (w && !w->in_batch) waiter_answer(a->s, w, NULL);
+    char id[24];
+    snprintf(id, sizeof id, "%lld", (long long)worker);
+    api_call(a,
+             "WITH u AS (UPDATE workers SET state = 'gone' WHERE id = $1::bigint RETURNING id) "
+             "SELECT coalesce((SELECT jsonb_build_object('code', 200, 'worker_id', id, 'state', 'gone') FROM u), "
+             "weir_refuse(404, format('no worker %s', $1::text)))",
+             1, (const char *[]){id}, 0);
+}
+
 void api_heartbeat(api_req_t *a) {
     int64_t worker = api_parse_id(a->args[0]);
     if (!worker) { api_reply_error(a, 400, "invalid worker id in the path"); return; }

@@ -845,6 +845,14 @@ int weir_cmd_worker(int argc, char **argv) {
     pthread_join(hb, NULL);
     for (int i = 0; i < a->completers; i++) pthread_join(comp[i], NULL);
     free(comp);
+    /* say so, so that `weir workers` shows us gone now rather than after three leases */
+    char route[80];
+    snprintf(route, sizeof route, "/v1/workers/%lld/leave", (long long)a->worker_id);
+    json_t *none = json_object();
+    wk_req_t req = {.method = "POST", .path = route, .json = none, .timeout_ms = 2000};
+    wk_resp_t res;
+    if (!wk_http_call(&h, &req, &res)) wk_resp_free(&res);
+    json_decref(none);
     wk_http_close(&h);
     if (trace_file) fclose(trace_file);
     weir_log_info("worker: drained; exiting");

@@ -119,6 +119,9 @@ check_contains workers_json "$("$WEIR" workers -o json)" '"slots": 8'
 
 kill -TERM "$WORKER_PID" 2>/dev/null
 wait "$WORKER_PID"
+check_eq worker_drained_exit_0 "$?" 0
+# a worker that drained says so before it exits: gone at once, not after three leases
+check_eq worker_gone_after_exit "$("$WEIR" workers -o json | jq -r '.[] | select(.name == "w1") | .state')" gone
 check clean_shutdown stop_scheduler
 rm -rf "$TMP" "$SCHED_DIR"
 finish

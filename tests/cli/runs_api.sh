@@ -686,6 +686,13 @@ check_eq logs_complete_after_finish "$(getlog "$RLG" talk; hdr X-Weir-Log-Comple
 check_eq logs_chunk_after_finish_409 "$(chunk "$WLG" "$TT" 1 5 "late")" 409
 check_eq logs_unknown_attempt_404 "$(getlog "$RLG" talk attempt=7)" 404
 check_eq workers_list_released "$(vw GET /v1/workers >/dev/null; j '.workers[] | select(.name == "wlg") | .slots_used')" 0
+# a worker that leaves is gone at once; an unknown one is 404; claiming again makes it active
+check_eq worker_leave_200 "$(wk POST "/v1/workers/$WLG/leave" -d '{}')" 200
+check_eq worker_leave_gone "$(vw GET /v1/workers >/dev/null; j '.workers[] | select(.name == "wlg") | .state')" gone
+check_eq worker_leave_unknown_404 "$(wk POST /v1/workers/999999/leave -d '{}')" 404
+check_eq worker_leave_viewer_403 "$(vw POST "/v1/workers/$WLG/leave" -d '{}')" 403
+claim "$WLG" 0 0 >/dev/null
+check_eq worker_back_after_claim "$(vw GET /v1/workers >/dev/null; j '.workers[] | select(.name == "wlg") | .state')" active
 
 # --- artifacts ------------------------------------------------------------------------------------------
 printf 'weights: 0.25 0.5\n' >"$TMP/model.txt"
