@@ -682,9 +682,12 @@ int weir_cmd_logs(int argc, char **argv) {
                 if (pinned && cur > 0)
                     fprintf(stderr, "weir logs: task %s has had %lld attempt%s; there is no attempt %ld\n", task,
                             (long long)cur, cur == 1 ? "" : "s", attempt);
+                else if (finished) /* a gate, an approval, a skipped or cancelled task: no step ran */
+                    fprintf(stderr, "weir logs: task %s of run %lld ran no step (it is %s): it has no log\n", task,
+                            (long long)id, st);
                 else
-                    fprintf(stderr, "weir logs: task %s of run %lld has not started (it is %s): no log yet%s\n", task,
-                            (long long)id, st, finished ? "" : "; -f waits for it");
+                    fprintf(stderr, "weir logs: task %s of run %lld has not started (it is %s): no log yet; "
+                            "-f waits for it\n", task, (long long)id, st);
                 return pinned && cur > 0 ? WEIR_EXIT_NOTFOUND : WEIR_EXIT_FAIL;
             }
             if (!waiting_said++) fprintf(stderr, "weir logs: task %s is %s; waiting for it to start\n", task, st);

@@ -76,6 +76,8 @@ check_contains approve_says_state "$OUT" "succeeded"
 timeout 60 "$WEIR" run watch "$RUN" >"$TMP/watch.out"; check_eq watch_exit_0_on_success "$?" 0
 check_contains watch_final_frame "$(cat "$TMP/watch.out")" "state     succeeded"
 check_contains show_decision "$("$WEIR" run show "$RUN")" "approved by ops: fine by me"
+ERR=$("$WEIR" logs "$RUN" sign-off 2>&1);       check_eq logs_of_approval_exit_1 "$?" 1
+check_contains logs_of_approval_says_no_step "$ERR" "ran no step (it is succeeded)"
 ERR=$("$WEIR" run cancel "$RUN" 2>&1);          check_eq cancel_ended_exit_1 "$?" 1
 
 # --- a failing run: --wait exits 1; retry --task; reject -------------------------------------------
