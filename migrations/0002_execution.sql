@@ -521,7 +521,9 @@ BEGIN
     WITH h AS (SELECT (x->>'task_id')::bigint AS tid, (x->>'attempt')::int AS n FROM jsonb_array_elements(p_attempts) x),
          u AS (UPDATE tasks t SET lease_expires_at = now() + p_lease_ms * interval '1 ms'
                  FROM h WHERE t.id = h.tid AND t.attempt = h.n AND t.state = 'running' AND t.worker_id = p_worker
-               RETURNING t.id)
+               RETURNING t.id, t.attempt, t.lease_expires_at),
+         ua AS (UPDATE attempts a SET heartbeat_at = now(), lease_expires_at = u.lease_expires_at
+                  FROM u WHERE a.task_id = u.id AND a.number = u.attempt)
     SELECT coalesce(jsonb_agg(jsonb_build_object('task_id', h.tid, 'attempt', h.n, 'reason',
                CASE WHEN a.state IS NULL THEN 'unknown attempt' WHEN a.state = 'running' THEN 'superseded'
                     ELSE a.state END)), '[]')

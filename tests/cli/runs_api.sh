@@ -380,6 +380,8 @@ for i in 1 2 3 4 5 6 7 8; do heartbeat "$WL2" "$TL" 2 >/dev/null; sleep 0.4; don
 check_eq lease_heartbeats_keep_it "$(heartbeat "$WL2" "$TL" 2 >/dev/null; j '.stale | length')" 0
 check_eq lease_kept_running "$(sql "SELECT state || ':' || attempt FROM tasks WHERE id = $TL")" "running:2"
 check_eq lease_renewed "$(sql "SELECT lease_expires_at > now() + interval '1 second' FROM tasks WHERE id = $TL")" t
+check_eq lease_renewed_on_attempt "$(sql "SELECT a.heartbeat_at IS NOT NULL AND a.lease_expires_at = t.lease_expires_at
+  FROM attempts a JOIN tasks t ON t.id = a.task_id AND a.number = t.attempt WHERE t.id = $TL")" t
 check_eq lease_complete_2 "$(complete "$WL2" "$TL" 2 succeeded)" 200
 check_eq lease_run_succeeded "$(rstate "$RL")" succeeded
 
