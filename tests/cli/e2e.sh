@@ -450,8 +450,8 @@ R_CRASH=$(trigger crash)
 check victim_started wait_file 20 "$SHARED/victim.pid"
 VICTIM=$(tid "$R_CRASH" victim)
 # mid-step: the lease has been renewed by a heartbeat at least once
-check_eq victim_heartbeat_seen "$(wait_for 10 "SELECT t.lease_expires_at > a.lease_expires_at FROM tasks t JOIN attempts a
-  ON a.task_id = t.id AND a.number = 1 WHERE t.id = $VICTIM" t)" t
+check_eq victim_heartbeat_seen "$(wait_for 10 "SELECT a.heartbeat_at IS NOT NULL AND a.lease_expires_at > a.started_at
+  + interval '2 seconds' FROM attempts a WHERE a.task_id = $VICTIM AND a.number = 1" t)" t
 DEAD=$(worker_of "$R_CRASH" victim 1)
 case $DEAD in w1) DEAD_PID=$W1_PID DEAD_ID=$W1_ID OTHER=w2 OTHER_ID=$W2_ID ;; *) DEAD_PID=$W2_PID DEAD_ID=$W2_ID OTHER=w1 OTHER_ID=$W1_ID ;; esac
 KILLED_AT=$(now_ms)
