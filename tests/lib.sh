@@ -27,6 +27,9 @@ check_contains() {
 }
 
 finish() {
+  # this file's own temporary files (a suite's scheduler log was shown already if it failed)
+  rm -f "$BODY"
+  [ -n "${SCHED_DIR:-}" ] && rm -rf "$SCHED_DIR"
   echo "$T_PASS passed, $T_FAIL failed"
   [ "$T_FAIL" -eq 0 ]
 }
