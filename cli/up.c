@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
+#include <limits.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -39,6 +40,8 @@ static int run_tool(char *const argv[], int quiet) {
     if (pid == 0) {
         setsid();
         if (pw && (initgroups(pw->pw_name, pw->pw_gid) || setgid(pw->pw_gid) || setuid(pw->pw_uid))) _exit(126);
+        /* the postgres user may not be allowed into our working directory (pg_ctl says so) */
+        if (pw && chdir("/")) _exit(126);
         if (quiet) {
             int fd = open("/dev/null", O_WRONLY);
             if (fd >= 0) dup2(fd, 1);
@@ -281,6 +284,10 @@ int weir_cmd_up(int argc, char **argv) {
         fprintf(stderr, "weir up: cannot create %s: %s\n", cfg.home, strerror(errno));
         return WEIR_EXIT_FAIL;
     }
+    /* absolute, so that PostgreSQL's tools can run from "/" (see run_tool) */
+    char abs_home[PATH_MAX];
+    if (realpath(cfg.home, abs_home) && strlen(abs_home) < sizeof cfg.home)
+        memcpy(cfg.home, abs_home, strlen(abs_home) + 1);
     /* One `weir up` per home: a second would rewrite client.json and stop the first one's PostgreSQL. */
     char lockpath[1100];
     snprintf(lockpath, sizeof lockpath, "%s/up.lock", cfg.home);
