@@ -66,7 +66,6 @@ static void on_signal(uv_signal_t *h, int signum) {
         return;
     }
     if (s->drain_deadline) return; /* a second signal while draining: the deadline still holds */
-    s->stopping = 1;
     weir_log_info("scheduler: %s received, stopping", signum == SIGINT ? "SIGINT" : "SIGTERM");
     stop(s);
 }

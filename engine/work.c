@@ -100,17 +100,22 @@ static void claim_done(weir_db_tx_t *tx, int i, int status, void *data) {
     json_decref(r);
 }
 
+/* Adds a claim for these free resources of the worker to the batch being gathered; 0 when added. */
+static int add_claim(weir_sched_t *s, int64_t worker, int64_t slots, int64_t gpu, int64_t memory, weir_batch_cb cb,
+                     void *data) {
+    char w[24], sl[24], g[24], m[24], lease[16];
+    snprintf(w, sizeof w, "%lld", (long long)worker);
+    snprintf(sl, sizeof sl, "%lld", (long long)slots);
+    snprintf(g, sizeof g, "%lld", (long long)gpu);
+    snprintf(m, sizeof m, "%lld", (long long)memory);
+    snprintf(lease, sizeof lease, "%d", s->lease_ms);
+    return weir_batch_add(s->batch, "SELECT weir_claim($1, $2, $3, $4, $5)", 5, (const char *[]){w, sl, g, m, lease},
+                          0, cb, data);
+}
+
 /* Adds the waiter's claim statement to the batch being gathered. */
 static void offer_one(weir_sched_t *s, weir_waiter_t *w) {
-    char worker[24], slots[16], gpu[16], mem[24], lease[16];
-    snprintf(worker, sizeof worker, "%lld", (long long)w->worker);
-    snprintf(slots, sizeof slots, "%d", w->free_slots);
-    snprintf(gpu, sizeof gpu, "%d", w->free_gpu);
-    snprintf(mem, sizeof mem, "%lld", (long long)w->free_memory);
-    snprintf(lease, sizeof lease, "%d", s->lease_ms);
-    if (weir_batch_add(s->batch, "SELECT weir_claim($1, $2, $3, $4, $5)", 5,
-                       (const char *[]){worker, slots, gpu, mem, lease}, 0, claim_done, w) == 0)
-        w->in_batch = 1;
+    if (add_claim(s, w->worker, w->free_slots, w->free_gpu, w->free_memory, claim_done, w) == 0) w->in_batch = 1;
 }
 
 void weir_work_offer(weir_sched_t *s) {
@@ -435,36 +440,27 @@ static void completions_done(weir_db_tx_t *tx, int i, int status, void *data) {
     json_t *res = json_object_get(answer, "results");
     for (size_t k = 0; k < c->n; k++) {
         completion_req_t *q = &c->reqs[k];
-        if (q->h) {
-            if (!status) {
-                q->h->results = json_array();
-                for (size_t m = 0; m < q->count; m++) {
-                    json_t *r = json_array_get(res, q->first + m);
-                    if (r) json_array_append(q->h->results, r);
-                }
-            }
-            handoff_step(q->h, tx, status);
-            continue;
-        }
-        if (status) { api_reply_db_error(q->a, tx, status); continue; }
-        json_t *out = q->list ? json_array() : NULL;
-        int ok = 1;
-        for (size_t m = 0; m < q->count && ok; m++) {
+        /* this request's slice of the results; NULL if the database answered fewer */
+        json_t *slice = status ? NULL : json_array();
+        for (size_t m = 0; slice && m < q->count; m++) {
             json_t *r = json_array_get(res, q->first + m);
-            if (!r) ok = 0;
-            else if (out) json_array_append(out, r);
-            else out = json_incref(r);
+            if (r) json_array_append(slice, r);
+            else { json_decref(slice); slice = NULL; }
         }
-        if (!ok || !out) {
+        if (q->h) {
+            q->h->results = slice; /* handoff_step answers 500 when it is missing */
+            handoff_step(q->h, tx, status);
+        } else if (status) {
+            api_reply_db_error(q->a, tx, status);
+        } else if (!slice) {
             api_reply_error(q->a, 500, "unexpected answer from the database");
-            json_decref(out);
         } else if (q->list) {
-            api_reply_json(q->a, 200, json_pack("{s:o}", "results", out)); /* each result keeps its code */
+            api_reply_json(q->a, 200, json_pack("{s:o}", "results", slice)); /* each result keeps its code */
         } else {
-            char *text = json_dumps(out, JSON_COMPACT);
+            char *text = json_dumps(json_array_get(slice, 0), JSON_COMPACT);
             api_reply_result(q->a, text ? text : "{}");
             free(text);
-            json_decref(out);
+            json_decref(slice);
         }
     }
     /* Tasks made ready and not handed off with their predecessors' answers (the hand-off claims
@@ -657,17 +653,8 @@ void api_complete_many(api_req_t *a) {
         h->waiting = 1;
     }
     if (completion_add(a, items, 1, h)) { free(h); return; }
-    if (!h) return;
-    char worker_s[24], slots[24], gpu[24], mem[24], lease[16];
-    snprintf(worker_s, sizeof worker_s, "%lld", (long long)worker);
-    snprintf(slots, sizeof slots, "%lld", (long long)cl[0]);
-    snprintf(gpu, sizeof gpu, "%lld", (long long)cl[1]);
-    snprintf(mem, sizeof mem, "%lld", (long long)cl[2]);
-    snprintf(lease, sizeof lease, "%d", a->s->lease_ms);
     /* after the completions' statement in the same transaction: it sees what they readied */
-    if (weir_batch_add(a->s->batch, "SELECT weir_claim($1, $2, $3, $4, $5)", 5,
-                       (const char *[]){worker_s, slots, gpu, mem, lease}, 0, handoff_claim_done, h) == 0)
-        h->waiting++;
+    if (h && add_claim(a->s, worker, cl[0], cl[1], cl[2], handoff_claim_done, h) == 0) h->waiting++;
 }
 
 void api_log_chunk(api_req_t *a) {

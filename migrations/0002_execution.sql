@@ -109,7 +109,7 @@ BEGIN
     SELECT count(*), count(*) FILTER (WHERE state = 'queued' AND queue > ''),
            count(*) FILTER (WHERE state = 'queued' AND queue = '')
       INTO n, w, g FROM u;
-    -- counted for this transaction, for weir_complete_many's answer (weir_ready_counts)
+    -- counted for this transaction, for weir_complete_many's answer (weir_ready_count)
     IF w > 0 THEN PERFORM set_config('weir.ready_for_workers', (weir_ready_count('weir.ready_for_workers') + w)::text, true); END IF;
     IF g > 0 THEN PERFORM set_config('weir.ready_gates', (weir_ready_count('weir.ready_gates') + g)::text, true); END IF;
     RETURN n;
@@ -654,8 +654,8 @@ END $$;
 -- A worker's reports that attempts ended, many in one call (the group-commit batch). Each is
 -- refused (409) unless its attempt is the task's current one, still running, and held by this
 -- worker; the same report sent twice is answered as a duplicate. The dependents of all the
--- succeeded tasks are then updated together. Answers {"results": [...in input order], "queued": bool,
--- "gates": bool}.
+-- succeeded tasks are then updated together. Answers {"results": [...in input order], "queued": N,
+-- "gates": N}: the tasks it made ready for workers, and the gates it made ready.
 -- Input: [{"worker", "task", "attempt", "status", "exit_code", "error", "metrics", "outputs"}].
 CREATE FUNCTION weir_complete_many(p jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE

@@ -9,8 +9,9 @@
  *   heartbeat   every heartbeat_ms one request for all held attempts; kills what comes back
  *               stale; kills everything held once the lease could not be renewed for a
  *               whole lease_ms.
- *   completers  a small pool sending completions, all that are queued in one request, retrying transport failures; a
- *               slot is free only when its completion was answered.
+ *   completers  two threads, each sending every completion queued when its request leaves, in
+ *               one request, retrying transport failures; a slot is free only when its
+ *               completion was answered.
  *   signals     sigwait: the first SIGTERM/SIGINT drains (claims nothing new, lets steps
  *               finish and complete, exits 0), the second kills steps and exits 1.
  *   runners     one per running exec step (task.c).
@@ -147,7 +148,10 @@ static void abandon_listed(wk_agent_t *a, const json_t *list, const char *what) 
 
 static void start_task(wk_agent_t *a, json_t *claim, uint64_t claimed_at);
 
-enum { COMPLETION_BATCH = 256 }; /* reports in one POST .../completions (the scheduler takes 1000) */
+enum {
+    COMPLETION_BATCH = 256, /* reports in one POST .../completions (the scheduler takes 1000) */
+    COMPLETERS = 2          /* one request gathers while the other waits for the scheduler's commit */
+};
 
 /* Sends the reports of batch[0..n) in one request, retrying transport failures and 5xx until
  * it gets an answer; a report abandoned meanwhile is left out of the next try. The scheduler
@@ -803,9 +807,6 @@ int weir_cmd_worker(int argc, char **argv) {
             return WEIR_EXIT_USAGE;
         }
     }
-    /* each request carries every completion queued when it leaves: two keep one request
-     * gathering while the other waits for the scheduler's commit */
-    a->completers = 2;
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->cond, NULL);
     atomic_store(&a->lease_ms, 15000);
@@ -834,17 +835,16 @@ int weir_cmd_worker(int argc, char **argv) {
     if (rc) return atomic_load(&a->draining) ? WEIR_EXIT_OK : WEIR_EXIT_UNREACHABLE;
     a->last_renewed = weir_now_ms();
 
-    pthread_t hb, *comp = calloc((size_t)a->completers, sizeof *comp);
+    pthread_t hb, comp[COMPLETERS];
     pthread_create(&hb, NULL, heartbeat_main, a);
-    for (int i = 0; i < a->completers; i++) pthread_create(&comp[i], NULL, completer_main, a);
+    for (int i = 0; i < COMPLETERS; i++) pthread_create(&comp[i], NULL, completer_main, a);
     claim_loop(a, &h);
     atomic_store(&a->exiting, 1);
     pthread_mutex_lock(&a->mu);
     pthread_cond_broadcast(&a->cond);
     pthread_mutex_unlock(&a->mu);
     pthread_join(hb, NULL);
-    for (int i = 0; i < a->completers; i++) pthread_join(comp[i], NULL);
-    free(comp);
+    for (int i = 0; i < COMPLETERS; i++) pthread_join(comp[i], NULL);
     /* say so, so that `weir workers` shows us gone now rather than after three leases */
     char route[80];
     snprintf(route, sizeof route, "/v1/workers/%lld/leave", (long long)a->worker_id);

@@ -297,7 +297,6 @@ struct wk_agent_s {
     json_t *labels;              /* object */
     int64_t max_log;
     int64_t kill_grace_ms;
-    int completers;
     wk_sched_t sched;
 
     int64_t worker_id;
