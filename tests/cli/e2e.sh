@@ -122,6 +122,16 @@ apply() {
   "$WEIR" apply "$TMP/$1.lua" >"$TMP/$1.apply" 2>&1 || { cat "$TMP/$1.apply"; return 1; }
 }
 
+# apply_steps NAME DESCRIPTION SECONDS : 16 parallel steps of that many seconds, then "last".
+apply_steps() {
+  apply "$1" <<EOF2
+pipeline "$1" { description = "$2" }
+local items = {} for i = 1, 16 do items[i] = i end
+local steps = foreach("step", items, function(i) return { exec = "sleep $3; echo step " .. i } end)
+task "last" { after = steps, exec = "echo last" }
+EOF2
+}
+
 # trigger PIPELINE : starts a run with the CLI; prints its id.
 trigger() { "$WEIR" trigger "$1" -o json | jq -r .run; }
 
@@ -515,12 +525,7 @@ restart_worker "$DEAD"
 
 # --- 10d. the scheduler killed with SIGKILL mid-run, restarted on the same database and port -------
 
-apply restart <<'EOF2' || not_ok apply_restart "apply failed"
-pipeline "restart" { description = "outlives its scheduler" }
-local items = {} for i = 1, 16 do items[i] = i end
-local steps = foreach("step", items, function(i) return { exec = "sleep 0.4; echo step " .. i } end)
-task "last" { after = steps, exec = "echo last" }
-EOF2
+apply_steps restart "outlives its scheduler" 0.4 || not_ok apply_restart "apply failed"
 R_RESTART=$(trigger restart)
 check_eq restart_some_done "$(wait_for 30 "SELECT count(*) >= 3 FROM tasks WHERE run_id = $R_RESTART AND state = 'succeeded'" t)" t
 kill -KILL "$SCHED_PID"
@@ -557,12 +562,7 @@ check_eq restart_new_run_once "$(once "$R_HANDOFF2")" "$(once_ok 2 2)"
 
 # --- 10e. the scheduler's database connection cut mid-run ---------------------------------------------
 
-apply dbcut <<'EOF2' || not_ok apply_dbcut "apply failed"
-pipeline "dbcut" { description = "outlives its scheduler's database connection" }
-local items = {} for i = 1, 16 do items[i] = i end
-local steps = foreach("step", items, function(i) return { exec = "sleep 0.3; echo step " .. i } end)
-task "last" { after = steps, exec = "echo last" }
-EOF2
+apply_steps dbcut "outlives its scheduler's database connection" 0.3 || not_ok apply_dbcut "apply failed"
 R_CUT=$(trigger dbcut)
 check_eq dbcut_some_done "$(wait_for 30 "SELECT count(*) >= 2 FROM tasks WHERE run_id = $R_CUT AND state = 'succeeded'" t)" t
 maint() { $PSQL -X -A -t -q -c "$1" "$PGMAINT"; }

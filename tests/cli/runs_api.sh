@@ -94,6 +94,15 @@ wait_claims() {
 }
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
+# hold_claim WORKER FILE : opens a long-poll claim for one slot in the background (answer to
+# FILE, pid in HELD), waits until the scheduler holds it, and starts the clock T0.
+hold_claim() {
+  curl -s -o "$2" -H "Authorization: Bearer $WORK" -X POST "$URL/v1/workers/$1/claim" \
+    -d '{"free_slots": 1, "wait_ms": 10000}' &
+  HELD=$!
+  wait_claims 1
+  T0=$(now_ms)
+}
 
 # snapshot : counts and states the refused requests must leave alone.
 snapshot() {
@@ -394,11 +403,7 @@ WH=$(register wh hq 2)
 WH2=$(register wh2 hq 2)
 RH=$(trigger handoff)
 check_eq handoff_claim_p "$(claimed "$WH" 1)" p
-curl -s -o "$TMP/held" -H "Authorization: Bearer $WORK" -X POST "$URL/v1/workers/$WH2/claim" \
-  -d '{"free_slots": 1, "wait_ms": 10000}' &
-HELD=$!
-wait_claims 1
-T0=$(now_ms)
+hold_claim "$WH2" "$TMP/held"
 check_eq handoff_complete_p "$(finish_task "$WH" "$RH" p succeeded)" 200
 wait $HELD
 EL=$(($(now_ms) - T0))
@@ -408,11 +413,7 @@ check_eq handoff_leased_to_holder "$(sql "SELECT state || ':' || worker_id FROM 
 check_eq handoff_complete_q "$(finish_task "$WH2" "$RH" q succeeded)" 200
 check_eq handoff_run_succeeded "$(rstate "$RH")" succeeded
 # a newer claim of the same worker answers the older one at once, empty
-curl -s -o "$TMP/older" -H "Authorization: Bearer $WORK" -X POST "$URL/v1/workers/$WH/claim" \
-  -d '{"free_slots": 1, "wait_ms": 10000}' &
-HELD=$!
-wait_claims 1
-T0=$(now_ms)
+hold_claim "$WH" "$TMP/older"
 claim "$WH" 1 0 >/dev/null
 wait $HELD
 check_eq claim_newer_wins "$(jq -c . "$TMP/older")" '{"tasks":[],"cancel":[]}'
