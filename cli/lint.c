@@ -207,8 +207,10 @@ static void print_summary(FILE *f, const char *file, const weir_dsl_result_t *r)
     json_array_foreach(json_object_get(plan, "triggers"), i, tr) {
         char cooldown[40];
         fmt_duration(json_integer_value(json_object_get(tr, "cooldown_ms")), cooldown, sizeof cooldown);
-        fprintf(f, "  trigger   signal \"%s\" for \"%s\" at >= ", json_string_value(json_object_get(tr, "signal")),
-                json_string_value(json_object_get(tr, "subject")));
+        const char *subject = json_string_value(json_object_get(tr, "subject"));
+        fprintf(f, "  trigger   signal \"%s\" for %s%s%s at >= ", json_string_value(json_object_get(tr, "signal")),
+                subject && *subject ? "\"" : "", subject && *subject ? subject : "any subject",
+                subject && *subject ? "\"" : "");
         put_json(f, json_object_get(tr, "threshold"));
         fprintf(f, ", cooldown %s, dedup \"%s\", at most %lld active\n", cooldown,
                 json_string_value(json_object_get(tr, "dedup_key")),

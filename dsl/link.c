@@ -365,8 +365,10 @@ static int one_of(const char *s, size_t n, const char *const *list, size_t count
 
 /* "${models.NAME.REF}": NAME a registry model name, REF an alias or a version number (split at
  * the last dot: names may hold dots, aliases may not). The task's plan lists the references in
- * "models" (sorted later), so the scheduler resolves them when it hands the task out. */
-static void add_model(link_t *l, const char *ref, size_t len, const char *rest, size_t rlen) {
+ * "models" (sorted later), so the scheduler resolves them when it hands the task out.
+ * "${training_data.NAME.REF}" is the dataset that version was trained on, listed as
+ * "training_data:NAME.REF" (migrations/0006_training_data.sql). */
+static void add_model(link_t *l, const char *ref, size_t len, const char *rest, size_t rlen, int data) {
     const char *last = NULL;
     for (const char *p = rest; p < rest + rlen; p++)
         if (*p == '.') last = p;
@@ -381,10 +383,14 @@ static void add_model(link_t *l, const char *ref, size_t len, const char *rest, 
     }
     if (ok && digits && last[1] == '0') ok = 0;
     if (!ok) {
-        fail(l->k, l->line, "%s has a malformed model reference \"${%.*s}\" (write model(\"NAME\"), model(\"NAME\", "
-             "\"ALIAS\") or model(\"NAME\", VERSION))", ctx(l), (int)len, ref);
+        const char *fn = data ? "training_data" : "model";
+        fail(l->k, l->line, "%s has a malformed model reference \"${%.*s}\" (write %s(\"NAME\"), %s(\"NAME\", "
+             "\"ALIAS\") or %s(\"NAME\", VERSION))", ctx(l), (int)len, ref, fn, fn, fn);
         return;
     }
+    char entry[160];
+    snprintf(entry, sizeof entry, "%s%.*s", data ? "training_data:" : "", (int)rlen, rest);
+    size_t elen = strlen(entry);
     json_t *t = l->tasks[l->current].json;
     if (!t) return;
     json_t *list = json_object_get(t, "models");
@@ -392,8 +398,8 @@ static void add_model(link_t *l, const char *ref, size_t len, const char *rest, 
     size_t i;
     json_t *v;
     json_array_foreach(list, i, v)
-        if (strlen(json_string_value(v)) == rlen && !memcmp(json_string_value(v), rest, rlen)) return;
-    if (json_array_append_new(list, json_stringn(rest, rlen))) l->k->oom = 1;
+        if (!strcmp(json_string_value(v), entry)) return;
+    if (json_array_append_new(list, json_stringn(entry, elen))) l->k->oom = 1;
 }
 
 /* One "${ref}": checks it, and on a task adds what "${tasks.NAME.outputs.OUT}" implies. */
@@ -446,7 +452,9 @@ static void check_ref(link_t *l, const char *ref, size_t len) {
             add_up(l, v);
         }
     } else if (dot && nslen == 6 && !memcmp(ref, "models", 6) && !l->in_trigger) {
-        add_model(l, ref, len, rest, rlen);
+        add_model(l, ref, len, rest, rlen, 0);
+    } else if (dot && nslen == 13 && !memcmp(ref, "training_data", 13) && !l->in_trigger) {
+        add_model(l, ref, len, rest, rlen, 1);
     } else if (dot && nslen == 3 && !memcmp(ref, "run", 3) && !l->in_trigger) {
         if (!one_of(rest, rlen, run_fields, 5))
             fail(l->k, l->line, "%s uses unknown run field \"%.*s\"%s (run has date, id, pipeline, trigger, version)",
@@ -462,7 +470,8 @@ static void check_ref(link_t *l, const char *ref, size_t len) {
     } else {
         fail(l->k, l->line, "%s has an unknown reference \"${%.*s}\" (use %s)", ctx(l), n, ref,
              l->in_trigger ? "${params.NAME} or ${signal.FIELD}"
-                           : "${params.NAME}, ${tasks.NAME.outputs.OUTPUT}, ${models.NAME.ALIAS} or ${run.FIELD}");
+                           : "${params.NAME}, ${tasks.NAME.outputs.OUTPUT}, ${models.NAME.ALIAS}, "
+                             "${training_data.NAME.ALIAS} or ${run.FIELD}");
     }
 }
 

@@ -506,18 +506,24 @@ end
 
 -- model("churn") / model("churn", "staging") / model("churn", 3): a model from the registry,
 -- by alias (default "production") or version; the worker gets its file ("${models.churn.production}").
-local function model(name, ref)
-    if type(name) ~= "string" or not name:match("^[a-z][a-z0-9_.-]*$") or #name > 63 then
-        error('model(NAME[, ALIAS or VERSION]): NAME is a registry model name like "churn", not ' .. describe(name), 2)
+-- training_data(...) takes the same arguments and gives the dataset that version was trained on,
+-- found through its lineage ("${training_data.churn.production}").
+local function registry_ref(fn, ns)
+    return function(name, ref)
+        if type(name) ~= "string" or not name:match("^[a-z][a-z0-9_.-]*$") or #name > 63 then
+            error(fn .. '(NAME[, ALIAS or VERSION]): NAME is a registry model name like "churn", not ' .. describe(name), 2)
+        end
+        if ref == nil then ref = "production" end
+        if math.type(ref) == "integer" and ref > 0 then ref = tostring(ref)
+        elseif type(ref) ~= "string" or not ref:match("^[a-z][a-z0-9_-]*$") or #ref > 63 then
+            error(fn .. '("' .. name .. '", ...): the second argument is an alias like "production" or a version number, not '
+                  .. describe(ref), 2)
+        end
+        return "${" .. ns .. "." .. name .. "." .. ref .. "}"
     end
-    if ref == nil then ref = "production" end
-    if math.type(ref) == "integer" and ref > 0 then ref = tostring(ref)
-    elseif type(ref) ~= "string" or not ref:match("^[a-z][a-z0-9_-]*$") or #ref > 63 then
-        error('model("' .. name .. '", ...): the second argument is an alias like "production" or a version number, not '
-              .. describe(ref), 2)
-    end
-    return "${models." .. name .. "." .. ref .. "}"
 end
+local model = registry_ref("model", "models")
+local training_data = registry_ref("training_data", "training_data")
 
 local TRIGGER_FIELDS = { "cooldown", "dedup_key", "max_active_runs", "params", "subject", "threshold" }
 local TRIGGER_SET = set_of(TRIGGER_FIELDS)
@@ -530,7 +536,8 @@ local function on_signal(kind)
     local line = host_line()
     return function(spec)
         local ctx = 'trigger on_signal "' .. tostring(kind) .. '"'
-        local tr = { line = line, subject = "*", threshold = 0.0, cooldown_ms = 0,
+        -- subject "" in the plan: any subject ("*" in the script means the same)
+        local tr = { line = line, subject = "", threshold = 0.0, cooldown_ms = 0,
                      dedup_key = "${signal.kind}:${signal.subject}", max_active_runs = 1, params = {} }
         if type(kind) ~= "string" or not sfind(kind, "^[a-z][a-z0-9_.-]*$") then
             err(line, "on_signal needs a signal kind like \"drift\" (lowercase letters, digits, \".\", \"-\", \"_\"), not %s",
@@ -542,7 +549,8 @@ local function on_signal(kind)
         TRIGGERS[h] = tr
         if type(spec) ~= "table" then err(line, "%s needs a body { ... }", ctx) return h end
         check_fields(line, ctx, spec, TRIGGER_FIELDS, TRIGGER_SET)
-        if spec.subject ~= nil then tr.subject = want_string(line, ctx, "subject", spec.subject) or "*" end
+        if spec.subject ~= nil then tr.subject = want_string(line, ctx, "subject", spec.subject) or "" end
+        if tr.subject == "*" then tr.subject = "" end
         if spec.threshold ~= nil then tr.threshold = want_number(line, ctx, "threshold", spec.threshold) or 0.0 end
         if spec.cooldown ~= nil then tr.cooldown_ms = want_duration(line, ctx, "cooldown", spec.cooldown) or 0 end
         if spec.dedup_key ~= nil then tr.dedup_key = want_string(line, ctx, "dedup_key", spec.dedup_key) or "" end
@@ -786,6 +794,7 @@ env.param = param
 env.params, env.run, env.signal = placeholders("params"), placeholders("run"), placeholders("signal")
 env.on_signal = on_signal
 env.model = model
+env.training_data = training_data
 
 local HOST = set_of({ "io", "os", "require", "package", "debug", "dofile", "loadfile", "collectgarbage",
                       "loadstring", "module", "setfenv", "getfenv", "warn" })

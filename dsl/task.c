@@ -598,6 +598,32 @@ static void add_outputs(body_t *b, int idx, int set, int list) {
     }
 }
 
+/* drift.detect watches a model: with model = "NAME" and no reference it compares the new data
+ * with the dataset the production version was trained on (docs/signals.md). The user's table
+ * may be shared, so the plan gets a copy. */
+static void default_reference(lua_State *L, int t) {
+    int top = lua_gettop(L);
+    lua_getfield(L, t, "with");
+    int w = lua_gettop(L);
+    if (lua_getfield(L, w, "reference") == LUA_TNIL && lua_getfield(L, w, "model") == LUA_TSTRING) {
+        size_t n;
+        const char *m = lua_tolstring(L, -1, &n);
+        if (n && n <= 63 && *m >= 'a' && *m <= 'z' && strspn(m, "abcdefghijklmnopqrstuvwxyz0123456789_.-") == n) {
+            lua_newtable(L);
+            int c = lua_gettop(L);
+            for (lua_pushnil(L); lua_next(L, w);) { /* c[k] = v, leaving k for lua_next */
+                lua_pushvalue(L, -2);
+                lua_insert(L, -2);
+                lua_rawset(L, c);
+            }
+            lua_pushfstring(L, "${training_data.%s.production}", m);
+            lua_setfield(L, c, "reference");
+            lua_setfield(L, t, "with");
+        }
+    }
+    lua_settop(L, top);
+}
+
 /* task_body(t, spec, ctx, line) -> partial or nil; see task.h. */
 static int l_task_body(lua_State *L) {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -652,6 +678,7 @@ static int l_task_body(lua_State *L) {
     if (get(L, spec, "with") == LUA_TNIL || !want_map(&b, "with", -1, "names")) lua_pushvalue(L, UV(UV_EMPTY));
     lua_setfield(L, t, "with");
     lua_settop(L, 4);
+    if (known && !strcmp(known->name, "drift.detect")) default_reference(L, t);
     if (get(L, spec, "env") != LUA_TNIL && want_map(&b, "env", -1, "variable names")) {
         int env = lua_gettop(L);
         for (lua_pushnil(L); lua_next(L, env); lua_pop(L, 1)) {

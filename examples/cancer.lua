@@ -18,11 +18,14 @@ pipeline "cancer" {
     c = param.number(1.0, "inverse L2 strength of the logistic regression (C)"),
     seed = param.int(0, "train/test split seed"),
     serving = param.string("", "a serving directory to copy the model into (none when empty)"),
+    drift = param.number(0, "the share of drifted columns, when a drift signal started the run"),
   },
   defaults = { retries = { max = 1, backoff = "2s" }, timeout = "10m" },
-  -- retrain when the monitor (cancer_monitor.lua) sees the inputs drift; one run per drift
-  -- episode (the key is the subject), and not again within the hour
-  triggers = { on_signal "drift" { subject = "model:cancer", threshold = 0.5, cooldown = "1h" } },
+  -- retrain when the monitor (cancer_monitor.lua) sees the inputs drift, on the batch that
+  -- drifted (the default data when the signal names none); one run per drift episode (the key
+  -- is the subject), and not again within the hour
+  triggers = { on_signal "drift" { subject = "model:cancer", threshold = 0.5, cooldown = "1h",
+                                  params = { drift = "${signal.value}", data = "${signal.attributes.data}" } } },
 }
 
 local features = {}

@@ -82,23 +82,32 @@ static int lookup(const wk_subst_ctx_t *c, const char *ref, size_t len, const js
         if (!v) return 0; /* the upstream task produced no such output: "" as the protocol says */
         *vp = v;
         return 0;
-    } else if (!strncmp(name, "models.", 7)) {
+    } else if (!strncmp(name, "models.", 7) || !strncmp(name, "training_data.", 14)) {
+        /* a registry model's file, or the dataset its version was trained on (its lineage) */
+        int data = name[0] == 't', skip = data ? 14 : 7;
         v = json_object_get(c->inputs, name);
         const char *last = strrchr(name, '.');
-        if (last <= name + 7) {
-            seterr(err, errsize, "malformed placeholder \"${%s}\" (write ${models.NAME.ALIAS})", name);
+        if (last <= name + skip) {
+            seterr(err, errsize, "malformed placeholder \"${%s}\" (write ${%s.NAME.ALIAS})", name,
+                   data ? "training_data" : "models");
             return WEIR_EINVAL;
         }
         if (!v) {
-            seterr(err, errsize, "model %.*s has no %s %s in the registry (see weir models show %.*s)",
-                   (int)(last - name - 7), name + 7, last[1] >= '0' && last[1] <= '9' ? "version" : "alias", last + 1,
-                   (int)(last - name - 7), name + 7);
+            int n = (int)(last - name - skip);
+            const char *model = name + skip, *what = last[1] >= '0' && last[1] <= '9' ? "version" : "alias";
+            if (data)
+                seterr(err, errsize,
+                       "model %.*s has no %s %s with a training dataset in the registry (its lineage names none, or "
+                       "there is no such %s; see weir models show %.*s)", n, model, what, last + 1, what, n, model);
+            else
+                seterr(err, errsize, "model %.*s has no %s %s in the registry (see weir models show %.*s)", n, model,
+                       what, last + 1, n, model);
             return WEIR_EINVAL;
         }
     } else {
         seterr(err, errsize,
-               "unknown placeholder \"${%s}\" (use ${params.NAME}, ${tasks.NAME.outputs.OUTPUT}, ${models.NAME.ALIAS} or ${run.FIELD}; "
-               "write $$ for a literal $)",
+               "unknown placeholder \"${%s}\" (use ${params.NAME}, ${tasks.NAME.outputs.OUTPUT}, ${models.NAME.ALIAS}, ${training_data.NAME.ALIAS} "
+               "or ${run.FIELD}; write $$ for a literal $)",
                name);
         return WEIR_EINVAL;
     }

@@ -105,6 +105,15 @@ int ml_drift_detect(weir_step_ctx_t *ctx, const weir_host_t *host) {
         }
         json_t *detail = json_pack("{s:O, s:I, s:I}", "drifted", drifted, "columns", (json_int_t)rep.ncols, "drifted_columns",
                                    (json_int_t)rep.ndrifted);
+        /* the monitor's own attributes: what the trigger rule passes on, e.g. where the new data is */
+        json_t *attrs = json_object_get(sig, "attributes");
+        if (attrs && !json_is_object(attrs)) {
+            json_decref(detail);
+            json_decref(drifted);
+            host->fail(ctx, "drift.detect: setting \"signal\": attributes must be a map of names to values");
+            goto out;
+        }
+        json_object_update_missing(detail, attrs);
         char *ds = json_dumps(detail, JSON_COMPACT);
         json_decref(detail);
         if (host->emit_signal(ctx, kind ? kind : "drift", subject, rep.share, ds)) {

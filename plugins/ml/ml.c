@@ -145,8 +145,8 @@ static const weir_plugin_step_t steps[] = {
             " \"skip\": {\"type\": \"list\", \"doc\": \"columns left out (default: the label)\"},"
             " \"drift_share\": {\"type\": \"number\", \"default\": 0.5, \"doc\": \"the share of drifted columns"
             " that makes the dataset drift\"},"
-            " \"signal\": {\"type\": \"map\", \"doc\": \"{ kind = \\\"drift\\\", subject = ... } of the signal"
-            " it emits\"},"
+            " \"signal\": {\"type\": \"map\", \"doc\": \"{ kind = \\\"drift\\\", subject = ..., attributes = { ... } }"
+            " of the signal it emits (attributes are added to the drifted columns' list)\"},"
             " \"fail_on_drift\": {\"type\": \"boolean\", \"default\": false},"
             " \"max_bytes\": {\"type\": \"any\", \"default\": \"1GiB\", \"doc\": \"cap on each file\"}}",
     },

@@ -1,7 +1,8 @@
 # signals.sh — signals and trigger rules on a real scheduler, worker and PostgreSQL: a signal below
 # the threshold, one for another subject, one that starts a run with the signal's fields as its
 # parameters, a burst of 100 identical ones (concurrent HTTP) that starts nothing more, the
-# cooldown after the run, the list of what each signal caused, and bad requests.
+# cooldown after the run, the list of what each signal caused, parameters fed by attributes the
+# signal may lack, and bad requests.
 . tests/lib.sh
 TMP=$(mktemp -d /tmp/weir-signals.XXXXXX)
 cleanup() {
@@ -75,6 +76,24 @@ JSON
 check_eq alertmanager.status "$(status POST /v1/signals/alertmanager -H "Authorization: Bearer $OP" -H "Content-Type: application/json" -d @"$TMP/am.json")" 201
 check_eq alertmanager.signal "$(sql "SELECT kind || ' ' || subject || ' ' || value || ' ' || source || ' ' || dedup_key FROM signals WHERE source = 'webhook'")" "errors HighErrorRate 0.7 webhook abc123"
 check_eq alertmanager.bad "$(status POST /v1/signals/alertmanager -H "Authorization: Bearer $OP" -d '{"alerts": 3}')" 400
+
+# a parameter fed by one attribute: the attribute's text when the signal has it, else the
+# pipeline's default (the parameter is left out, not set to "")
+apply rescore <<'LUA'
+pipeline "rescore" {
+  params = { data = param.string("default.csv"), rows = param.int(10) },
+  triggers = { on_signal "labels" { max_active_runs = 5,
+                                    params = { data = "${signal.attributes.data}", rows = "${signal.attributes.rows}" } } },
+}
+task "score" { exec = "true" }
+LUA
+check_eq attrs.apply "$?" 0
+R1=$("$WEIR" signal labels --dedup-key a -o json | jq -r '.runs[0]')
+R2=$("$WEIR" signal labels --dedup-key b --attr data=new.csv --attr rows=250 -o json | jq -r '.runs[0]')
+check_eq attrs.absent "$(sql "SELECT params->>'data' || ' ' || (params->>'rows') FROM runs WHERE id = $R1")" "default.csv 10"
+check_eq attrs.given "$(sql "SELECT params->>'data' || ' ' || (params->>'rows') FROM runs WHERE id = $R2")" "new.csv 250"
+out=$("$WEIR" signal labels --dedup-key c --attr rows=many 2>&1)
+check_contains attrs.bad_type "$out" 'parameter "rows" must be an integer'
 
 check_eq bad.kind "$(status POST /v1/signals -H "Authorization: Bearer $OP" -d '{"kind": "Bad Kind"}')" 400
 check_contains bad.kind_msg "$(jq -r .error.message "$BODY")" 'signal kind "Bad Kind"'

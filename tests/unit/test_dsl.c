@@ -197,6 +197,39 @@ TEST(fan_out_and_fan_in) {
     CHECK(json_object_get(task_of("pick"), "group") == NULL);
 }
 
+TEST(registry_references_and_drift_default_reference) {
+    /* model() and training_data() name registry entries the scheduler resolves at claim time;
+     * drift.detect watching a model compares with its production training data by default */
+    CHECK_EQ(compile(HEAD "local i = task \"ingest\" { exec = { \"x\" }, outputs = { \"dataset\" } }\n"
+                          "local shared = { current = i.outputs.dataset, model = \"churn\" }\n"
+                          "task \"watch\" { step = \"drift.detect\", with = shared }\n"
+                          "task \"again\" { step = \"drift.detect\", with = shared }\n"
+                          "task \"staged\" { step = \"drift.detect\", with = { current = i.outputs.dataset,\n"
+                          "  model = \"churn\", reference = training_data(\"churn\", \"staging\") } }\n"
+                          "task \"named\" { step = \"drift.detect\", with = { current = i.outputs.dataset,\n"
+                          "  model = \"${params.data}\" } }\n"
+                          "task \"score\" { step = \"infer.batch\", with = { model = model(\"churn\", 3),\n"
+                          "  data = training_data(\"churn\", 3) } }\n"),
+             0);
+    CHECK_STR(text_of(json_object_get(task_of("watch"), "with")),
+              "{\"current\":\"${tasks.ingest.outputs.dataset}\",\"model\":\"churn\","
+              "\"reference\":\"${training_data.churn.production}\"}");
+    CHECK_STR(text_of(json_object_get(task_of("watch"), "models")), "[\"training_data:churn.production\"]");
+    /* the shared table was copied, not changed: the second task got its own default */
+    CHECK_STR(text_of(json_object_get(task_of("again"), "models")), "[\"training_data:churn.production\"]");
+    CHECK_STR(text_of(json_object_get(task_of("staged"), "models")), "[\"training_data:churn.staging\"]");
+    /* a model named by a placeholder has no default: the step asks for its reference */
+    CHECK(json_object_get(json_object_get(task_of("named"), "with"), "reference") == NULL);
+    CHECK(json_object_get(task_of("named"), "models") == NULL);
+    CHECK_STR(text_of(json_object_get(task_of("score"), "models")), "[\"churn.3\",\"training_data:churn.3\"]");
+    CHECK_STR(errors(HEAD "task \"a\" { step = \"drift.detect\", with = { reference = training_data(\"Churn\") } }\n"),
+              "p.lua:2: training_data(NAME[, ALIAS or VERSION]): NAME is a registry model name like \"churn\", not the string "
+              "\"Churn\"\n");
+    CHECK_STR(errors(HEAD "task \"a\" { step = \"drift.detect\", with = { reference = \"${training_data.churn}\" } }\n"),
+              "p.lua:2: task \"a\" has a malformed model reference \"${training_data.churn}\" (write "
+              "training_data(\"NAME\"), training_data(\"NAME\", \"ALIAS\") or training_data(\"NAME\", VERSION))\n");
+}
+
 TEST(gate_and_approval_plans) {
     CHECK_EQ(compile(HEAD "local e = task \"evaluate\" { step = \"evaluate\" }\n"
                           "local g = gate \"bless\" { metrics = e, model = \"churn\",\n"
@@ -438,7 +471,7 @@ TEST(parameters_used_but_not_declared) {
               "p.lua:2: trigger on_signal \"drift\" uses unknown signal field \"subj\" (signal has id, kind, subject, value, attributes.NAME)\n"
               "p.lua:2: trigger on_signal \"drift\": params.epochs must be a int (or a \"${signal.FIELD}\" placeholder), not 0.5\n"
               "p.lua:3: task \"a\" uses parameter \"lrr\", which is not declared in pipeline params (did you mean \"lr\"?)\n"
-              "p.lua:4: task \"b\" has an unknown reference \"${foo}\" (use ${params.NAME}, ${tasks.NAME.outputs.OUTPUT}, ${models.NAME.ALIAS} or ${run.FIELD})\n"
+              "p.lua:4: task \"b\" has an unknown reference \"${foo}\" (use ${params.NAME}, ${tasks.NAME.outputs.OUTPUT}, ${models.NAME.ALIAS}, ${training_data.NAME.ALIAS} or ${run.FIELD})\n"
               "p.lua:4: task \"b\" uses parameter \"nothing\", which is not declared in pipeline params\n"
               "p.lua:4: task \"b\" uses unknown run field \"dat\" (did you mean \"date\"?) (run has date, id, pipeline, trigger, version)\n"
               "p.lua:5: task \"c\" has an unterminated \"${\" in \"${params.lr\"\n"
@@ -864,7 +897,8 @@ TEST(result_free_is_safe) {
 
 UNIT_MAIN(dsl, CASE(minimal_plan_is_canonical), CASE(pipeline_fields), CASE(required_parameters), CASE(task_fields_and_defaults),
           CASE(pipeline_defaults_merge_field_by_field), CASE(implied_and_explicit_dependencies),
-          CASE(fan_out_and_fan_in), CASE(gate_and_approval_plans), CASE(version_is_stable_and_ignores_comments),
+          CASE(fan_out_and_fan_in), CASE(registry_references_and_drift_default_reference),
+          CASE(gate_and_approval_plans), CASE(version_is_stable_and_ignores_comments),
           CASE(version_does_not_depend_on_hash_order), CASE(math_random_is_reproducible),
           CASE(canonical_numbers_and_strings), CASE(compiles_in_parallel_threads), CASE(unknown_dependency_suggests),
           CASE(cycle_is_printed), CASE(cycle_through_outputs), CASE(duplicate_names), CASE(unknown_step_suggests),
