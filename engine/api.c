@@ -357,7 +357,7 @@ static void api_show_version(api_req_t *a) {
 
 static void api_healthz(api_req_t *a) {
     if (a->s->db && weir_db_connected(a->s->db))
-        api_reply_json(a, 200, json_pack("{s:s, s:s}", "status", "ok", "database", "ok"));
+        api_reply_json(a, 200, json_pack("{s:s, s:s, s:b}", "status", "ok", "database", "ok", "leader", a->s->leader));
     else
         api_reply_json(a, 503, json_pack("{s:s, s:s}", "status", "degraded", "database", "unavailable"));
 }
@@ -375,8 +375,10 @@ static void api_metrics(api_req_t *a) {
                      "# HELP weir_claims_waiting Worker claims held open.\n"
                      "# TYPE weir_claims_waiting gauge\nweir_claims_waiting %u\n"
                      "# HELP weir_database_up 1 while the database connection is up.\n"
-                     "# TYPE weir_database_up gauge\nweir_database_up %d\n",
-                     txs, ops, weir_work_waiting(a->s), a->s->db && weir_db_connected(a->s->db));
+                     "# TYPE weir_database_up gauge\nweir_database_up %d\n"
+                     "# HELP weir_leader 1 while this scheduler leads (fires the cron schedules).\n"
+                     "# TYPE weir_leader gauge\nweir_leader %d\n",
+                     txs, ops, weir_work_waiting(a->s), a->s->db && weir_db_connected(a->s->db), a->s->leader);
     weir_http_respond(a->http, 200, "text/plain; version=0.0.4", body, (size_t)n);
     api_free(a);
 }

@@ -43,6 +43,8 @@ typedef struct weir_sched_s {
     unsigned long long ticks;
     int tick_inflight;
     int schedule_inflight;           /* a weir_schedules_due() is in the batch */
+    int leader;                      /* this scheduler holds the leader lock: it fires the schedules */
+    int leader_inflight;             /* a leader check is in the batch */
     int lease_ms, tick_ms;
     long long max_log_bytes;
     char artifacts_dir[1024];
@@ -71,8 +73,10 @@ void weir_api_handle(weir_http_req_t *req, void *data);
  * delivery of cancels to workers, and the release of open claims at shutdown. */
 void weir_work_batch_hook(weir_batch_t *b, int wakes, void *data);
 void weir_work_tick(weir_sched_t *s);
-/* schedule.c: about once a second, fires the cron schedules that are due. */
+/* schedule.c: about once a second, the leader fires the cron schedules that are due; every
+ * scheduler checks whether it leads (holds the leader lock on its connection) or may now. */
 void weir_schedule_tick(weir_sched_t *s);
+void weir_leader_check(weir_sched_t *s);
 void weir_work_offer(weir_sched_t *s);
 void weir_work_notify(weir_sched_t *s, json_t *notify);
 void weir_work_stop(weir_sched_t *s);

@@ -56,6 +56,34 @@ static void due_done(weir_db_tx_t *tx, int i, int status, void *data) {
     json_decref(list);
 }
 
+/* Leadership: PostgreSQL's session-level advisory lock (WEIR_LEADER_LOCK) on the scheduler's
+ * connection. The one that holds it fires the schedules; the others try again every second, so
+ * when the leader dies or loses its connection (the lock goes with the session) another takes
+ * over within about a second. Correctness does not rest on it: the compare-and-set above fires
+ * each tick once even if two schedulers both believe they lead for a moment. A session lock
+ * taken again would stack, so the check asks pg_locks first (CASE keeps that order). */
+#define WEIR_LEADER_LOCK "2003134834, 1" /* ("weir", 1) as pg_try_advisory_lock(int, int) */
+
+static void leader_done(weir_db_tx_t *tx, int i, int status, void *data) {
+    weir_sched_t *s = data;
+    s->leader_inflight = 0;
+    int now = !status && !strcmp(weir_db_value(tx, i, 0, 0), "t");
+    if (now != s->leader)
+        weir_log_info(now ? "leading: this scheduler fires the cron schedules"
+                          : "not leading: another scheduler fires the cron schedules");
+    s->leader = now;
+}
+
+void weir_leader_check(weir_sched_t *s) {
+    if (s->leader_inflight) return;
+    if (weir_batch_add(s->batch,
+                       "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' "
+                       "AND pid = pg_backend_pid() AND classid = 2003134834 AND objid = 1 AND objsubid = 2 AND granted) "
+                       "THEN true ELSE pg_try_advisory_lock(" WEIR_LEADER_LOCK ") END",
+                       0, NULL, 0, leader_done, s) == 0)
+        s->leader_inflight = 1;
+}
+
 void weir_schedule_tick(weir_sched_t *s) {
     if (s->schedule_inflight) return;
     if (weir_batch_add(s->batch, "SELECT weir_schedules_due()", 0, NULL, 0, due_done, s) == 0) s->schedule_inflight = 1;

@@ -743,8 +743,8 @@ void weir_work_tick(weir_sched_t *s) {
     }
     if (!s->tick_inflight && weir_batch_add(s->batch, "SELECT weir_tick()", 0, NULL, 0, tick_done, s) == 0)
         s->tick_inflight = 1;
-    /* every few seconds: workers silent for three leases are gone; gates left by a restart are decided */
-    if (s->ticks % 25 == 0) {
+    /* every few seconds, by the leader: workers silent for three leases are gone */
+    if (s->ticks % 25 == 0 && s->leader) {
         char lease[16];
         snprintf(lease, sizeof lease, "%d", 3 * s->lease_ms);
         weir_batch_add(s->batch,
@@ -756,7 +756,8 @@ void weir_work_tick(weir_sched_t *s) {
     /* Tasks can also become ready without a batch of ours (a restart, another scheduler's
      * transaction): once a second, waiting claims look again. */
     if (s->ticks % 5 == 3) weir_work_offer(s);
-    if (s->ticks % 5 == 4) weir_schedule_tick(s);
+    if (s->ticks % 5 == 2) weir_leader_check(s);
+    if (s->ticks % 5 == 4 && s->leader) weir_schedule_tick(s);
 }
 
 unsigned weir_work_waiting(const weir_sched_t *s) {

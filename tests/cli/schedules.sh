@@ -1,7 +1,8 @@
 # schedules.sh — cron schedules fire runs, on a real scheduler and PostgreSQL: the next fire time
 # is computed (in the schedule's time zone), a scheduler that was "down" past a tick starts one
 # run with catch-up off and backfills every missed tick in order with catch-up on, and with two
-# schedulers on one database each tick fires exactly once.
+# schedulers on one database one leads, each tick fires exactly once, a burst of signals sent to
+# both starts one run, and when the leader is killed the other takes over.
 . tests/lib.sh
 TMP=$(mktemp -d /tmp/weir-schedules.XXXXXX)
 cleanup() {
@@ -54,18 +55,54 @@ check_eq backfill.in_order "$(sql "SELECT bool_and(d = interval '1 day') FROM (S
 check_eq backfill.distinct "$(sql "SELECT count(DISTINCT scheduled_for) = count(*) FROM runs r JOIN pipelines p ON p.id = r.pipeline_id WHERE p.name = 'backfill'")" t
 check_eq backfill.caught_up "$(sched backfill "next_fire_at > now()")" t
 
-# two schedulers: one tick, one run
+# two schedulers: the first leads (it took the leader lock first), each tick fires once
 "$WEIR" scheduler --database "$PGCONN" --listen 127.0.0.1:0 --port-file "$TMP/port2" --tick 100ms >"$TMP/second.log" 2>&1 &
 SECOND_PID=$!
 wait_file 10 "$TMP/port2"
+URL2=http://127.0.0.1:$(cat "$TMP/port2")
+leads() { curl -s "$1/healthz" | jq -r .leader; }
+# leads_within SECONDS URL : polls until that scheduler leads; prints the last answer
+leads_within() {
+  end=$(($(now_ms) + $1 * 1000))
+  while [ "$(leads "$2")" != true ] && [ "$(now_ms)" -lt "$end" ]; do sleep 0.1; done
+  leads "$2"
+}
+sleep 1
+check_eq two_schedulers.first_leads "$(leads "$URL")" true
+check_eq two_schedulers.second_follows "$(leads "$URL2")" false
+check_contains two_schedulers.metric "$(curl -s "$URL2/metrics")" "weir_leader 0"
 sql "UPDATE schedules SET next_fire_at = next_fire_at - interval '2 days'
       WHERE pipeline_id = (SELECT id FROM pipelines WHERE name = 'nightly')" >/dev/null
 wait_for 10 "SELECT next_fire_at > now() FROM schedules s JOIN pipelines p ON p.id = s.pipeline_id WHERE p.name = 'nightly'" t >/dev/null
 sleep 2
 check_eq two_schedulers.one_run "$(runs_of nightly)" 1
 check_eq two_schedulers.paris "$(sql "SELECT to_char(scheduled_for AT TIME ZONE 'Europe/Paris', 'HH24:MI') FROM runs r JOIN pipelines p ON p.id = r.pipeline_id WHERE p.name = 'nightly'")" "03:00"
-kill -TERM "$SECOND_PID"; wait "$SECOND_PID"; SECOND_PID=
 
-check stop stop_scheduler
-SCHED_PID=
+# signals sent to both schedulers at once: each is stored and decided once, one run in all
+apply retrain <<'LUA'
+pipeline "retrain" { triggers = { on_signal "drift" { subject = "model:m", cooldown = "1h" } } }
+task "t" { step = "noop" }
+LUA
+for i in $(seq 20); do
+  u=$URL; [ $((i % 2)) = 0 ] && u=$URL2
+  curl -s -o /dev/null -X POST -H "Authorization: Bearer $OP" -d '{"kind": "drift", "subject": "model:m", "value": 1}' \
+    "$u/v1/signals" &
+done
+for p in $(jobs -p); do [ "$p" = "$SCHED_PID" ] || [ "$p" = "$SECOND_PID" ] || wait "$p"; done
+check_eq two_schedulers.signals "$(sql "SELECT count(*) || ' ' || count(*) FILTER (WHERE outcome = 'started') FROM signals")" "20 1"
+check_eq two_schedulers.signal_run "$(runs_of retrain)" 1
+
+# the leader dies: the other takes the lock and fires the next due tick, once
+kill -KILL "$SCHED_PID"; wait "$SCHED_PID" 2>/dev/null; SCHED_PID=
+check_eq failover.leads "$(leads_within 10 "$URL2")" true
+sql "UPDATE schedules SET next_fire_at = next_fire_at - interval '2 days'
+      WHERE pipeline_id = (SELECT id FROM pipelines WHERE name = 'daily')" >/dev/null
+check_eq failover.fired "$(wait_for 10 "SELECT count(*) FROM runs r JOIN pipelines p ON p.id = r.pipeline_id WHERE p.name = 'daily'" 2)" 2
+sleep 1
+check_eq failover.once "$(runs_of daily)" 2
+check_contains failover.logged "$(cat "$TMP/second.log")" "leading: this scheduler fires the cron schedules"
+
+kill -TERM "$SECOND_PID"; wait "$SECOND_PID"
+check_eq stop "$?" 0
+SECOND_PID=
 finish
