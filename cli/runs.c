@@ -318,7 +318,7 @@ int weir_cmd_trigger(int argc, char **argv) {
 
     char path[128];
     snprintf(path, sizeof path, "/v1/pipelines/%s/runs", pipeline);
-    json_t *body = json_pack("{s:O}", "params", params);
+    json_t *body = json_pack("{s:O, s:s}", "params", params, "trigger", "manual"); /* a person, not a program */
     weir_response_t res;
     rc = cli_call(&cfg, "POST", path, body, &res);
     json_decref(body);

@@ -356,9 +356,21 @@ void cli_run_render(FILE *out, const json_t *run) {
              cli_field(run, "seq", b1, sizeof b1) ?: "?", ver ? " (" : "", ver ? ver : "", ver ? ")" : "");
     header_line(out, "pipeline", line);
     header_line(out, "state", tstr(run, "state"));
-    const char *by = tstr(run, "created_by");
-    snprintf(line, sizeof line, "%s%s%s", cli_field(run, "trigger", b1, sizeof b1) ?: "-", by && *by ? " by " : "",
-             by && *by ? by : "");
+    /* what started it: "manual by ops", "signal 12: drift for model:churn, value 0.6",
+     * "schedule for 2026-11-24 03:00:00+00" */
+    const char *by = tstr(run, "created_by"), *trigger = cli_field(run, "trigger", b1, sizeof b1) ?: "-";
+    json_t *sig = json_object_get(run, "signal");
+    if (json_is_object(sig)) {
+        char value[64] = "";
+        if (json_is_number(json_object_get(sig, "value")))
+            snprintf(value, sizeof value, ", value %g", json_number_value(json_object_get(sig, "value")));
+        snprintf(line, sizeof line, "signal %lld: %s%s%s%s", (long long)json_integer_value(json_object_get(sig, "id")),
+                 tstr(sig, "kind") ?: "?", *(tstr(sig, "subject") ?: "") ? " for " : "", tstr(sig, "subject") ?: "", value);
+    } else if (tstr(run, "scheduled_for")) {
+        snprintf(line, sizeof line, "%s for %s", trigger, tstr(run, "scheduled_for"));
+    } else {
+        snprintf(line, sizeof line, "%s%s%s", trigger, by && *by ? " by " : "", by && *by ? by : "");
+    }
     header_line(out, "trigger", line);
     header_line(out, "reason", tstr(run, "reason"));
     json_t *params = json_object_get(run, "params");

@@ -84,7 +84,9 @@ void api_show_run(api_req_t *a) {
     char id[24];
     if (run_arg(a, id, sizeof id)) return;
     read_json(a,
-              "SELECT " RUN_SUMMARY " || jsonb_build_object('params', r.params, 'tasks', (SELECT coalesce(jsonb_agg("
+              "SELECT " RUN_SUMMARY " || jsonb_build_object('params', r.params, 'scheduled_for', r.scheduled_for, "
+              "'signal', (SELECT jsonb_build_object('id', s.id, 'kind', s.kind, 'subject', s.subject, 'value', s.value) "
+              "  FROM signals s WHERE s.id = r.signal_id), 'tasks', (SELECT coalesce(jsonb_agg("
               "  jsonb_build_object('name', t.name, 'kind', t.kind, 'step', t.step, 'state', t.state, "
               "  'attempt', t.attempt, 'max_attempts', t.max_attempts, 'worker', w.name, 'queued_at', t.queued_at, "
               "  'started_at', t.started_at, 'finished_at', t.finished_at, 'duration_ms', CASE WHEN t.started_at "
@@ -126,14 +128,21 @@ void api_trigger(api_req_t *a) {
         api_reply_error(a, 400, "invalid pipeline name in the path: use lowercase letters, digits, \"-\" and \"_\"");
         return;
     }
-    static const char *const fields[] = {"params", NULL};
+    static const char *const fields[] = {"params", "trigger", NULL};
     if (api_parse_body(a, fields)) return;
     json_t *params = json_object_get(a->body, "params");
     if (params && !json_is_object(params)) { api_reply_error(a, 400, "field \"params\" must be an object"); return; }
+    /* how the run records its start: "api" (a program) unless the caller says "manual" (weir trigger) */
+    json_t *tr = json_object_get(a->body, "trigger");
+    const char *trigger = tr ? json_string_value(tr) : "api";
+    if (!trigger || (strcmp(trigger, "api") && strcmp(trigger, "manual"))) {
+        api_reply_error(a, 400, "field \"trigger\" must be \"api\" or \"manual\"");
+        return;
+    }
     char *ps = params ? json_dumps(params, JSON_COMPACT) : strdup("{}");
     if (!ps) { api_reply_error(a, 500, "out of memory"); return; }
-    api_call(a, "SELECT weir_run_create($1, $2::jsonb, 'manual', $3)", 3, (const char *[]){a->args[0], ps, a->actor},
-             WEIR_BATCH_WAKES);
+    api_call(a, "SELECT weir_run_create($1, $2::jsonb, $4, $3)", 4,
+             (const char *[]){a->args[0], ps, a->actor, trigger}, WEIR_BATCH_WAKES);
     free(ps);
 }
 

@@ -61,7 +61,8 @@ check_eq retrain.trigger "$(sql "SELECT trigger_kind FROM runs WHERE id = $RETRA
 check_eq retrain.done "$(wait_run 60 "$RETRAIN")" succeeded
 check_eq retrain.blessed "$(sql "SELECT state FROM tasks WHERE run_id = $RETRAIN AND name = 'bless'")" blessed
 check_eq retrain.production "$(prod)" 2
-check_contains retrain.shown "$("$WEIR" run show "$RETRAIN" 2>&1)" "signal"
+check_contains retrain.shown "$("$WEIR" run show "$RETRAIN" 2>&1)" \
+  "trigger   signal $(sql "SELECT signal_id FROM runs WHERE id = $RETRAIN"): drift for model:cancer, value"
 # the signal's value and the batch it named became the run's parameters: it trained on the new data
 check_eq retrain.params "$(sql "SELECT (params->>'drift')::float8 >= 0.5, params->>'data' FROM runs WHERE id = $RETRAIN")" \
   "t|$TMP/drifted.csv"

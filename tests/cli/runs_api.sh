@@ -137,6 +137,11 @@ check_eq trigger_run_counters "$(sql "SELECT tasks_total || '/' || tasks_done FR
 check_eq trigger_edges "$(sql "SELECT count(*) FROM task_edges e JOIN tasks t ON t.id = e.downstream_id WHERE t.run_id = $R")" 2
 check_eq trigger_events "$(sql "SELECT string_agg(kind || ':' || coalesce(from_state, '') || '>' || to_state, ' ' ORDER BY id) FROM events WHERE run_id = $R")" \
   "run.created:>queued run.state:queued>running task.state:pending>queued"
+check_eq trigger_by_api "$(sql "SELECT trigger_kind FROM runs WHERE id = $R")" api
+check_eq trigger_manual "$(op POST /v1/pipelines/params/runs -d '{"params": {"day": "d"}, "trigger": "manual"}')" 201
+check_eq trigger_manual_kept "$(sql "SELECT trigger_kind FROM runs WHERE id = $(j .run)")" manual
+check_eq trigger_bad_kind_400 "$(op POST /v1/pipelines/params/runs -d '{"params": {"day": "d"}, "trigger": "schedule"}')" 400
+check_contains trigger_bad_kind_msg "$(cat "$BODY")" 'field \"trigger\" must be \"api\" or \"manual\"'
 check_eq trigger_numeric_typed "$(op POST /v1/pipelines/params/runs -d '{"params": {"day": "d", "n": 8, "x": "2"}}')" 201
 check_eq trigger_number_string "$(sql "SELECT params->>'x' FROM runs WHERE id = $(j .run)")" 2
 
@@ -164,7 +169,7 @@ check_contains trigger_unknown_pipeline_names "$(j .error.message)" '"nosuch"'
 check_eq trigger_viewer_403 "$(vw POST /v1/pipelines/params/runs -d '{"params": {"day": "d"}}')" 403
 check_eq trigger_worker_403 "$(wk POST /v1/pipelines/params/runs -d '{"params": {"day": "d"}}')" 403
 check_eq trigger_refusals_wrote_nothing "$(snapshot)" "$BEFORE"
-check_eq trigger_refusals_no_runs "$(sql "SELECT count(*) FROM runs")" $((RUNS0 + 2))
+check_eq trigger_refusals_no_runs "$(sql "SELECT count(*) FROM runs")" $((RUNS0 + 3))
 
 # ids that do not exist, and malformed ones
 check_eq run_unknown_404 "$(vw GET /v1/runs/999999)" 404
@@ -183,7 +188,7 @@ check_eq task_viewer_cancel_403 "$(vw POST "/v1/runs/$R/tasks/a/cancel")" 403
 check_eq run_viewer_show_200 "$(vw GET "/v1/runs/$R")" 200
 check_eq run_show_tasks "$(j '[.tasks[] | "\(.name):\(.state)"] | join(" ")')" "a:queued b:pending c:pending"
 check_eq run_list_filtered "$(vw GET "/v1/runs?pipeline=params&state=running")" 200
-check_eq run_list_count "$(j '.runs | length')" 2
+check_eq run_list_count "$(j '.runs | length')" 3
 
 WP=$(register wp pq)
 check_eq worker_registered "$(echo "$WP" | grep -Eq '^[0-9]+$' && echo yes)" yes
