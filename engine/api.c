@@ -159,8 +159,10 @@ static void compile_work(uv_work_t *w) {
     weir_dsl_compile(a->filename, a->source, strlen(a->source), &a->s->dsl, &a->compiled);
 }
 
+
 static void apply_done(weir_db_tx_t *tx, int status, void *data) {
     api_req_t *a = data;
+    a->s->trim_pending = 1;
     if (status) { api_reply_db_error(a, tx, status); return; }
     int created = weir_db_rows(tx, 1) > 0;
     int changed = weir_db_rows(tx, 2) > 0;
@@ -191,6 +193,7 @@ static void apply_compiled(uv_work_t *w, int status) {
         }
         json_t *out = json_pack("{s:{s:i, s:s, s:o}}", "error", "status", 422, "message",
                                 "pipeline does not compile", "errors", errors);
+        a->s->trim_pending = 1;
         api_reply_json(a, 422, out);
         return;
     }

@@ -43,6 +43,7 @@ typedef struct weir_sched_s {
     unsigned long long ticks;
     int tick_inflight;
     int schedule_inflight;           /* a weir_schedules_due() is in the batch */
+    int trim_pending;                /* an apply ended: give the compile's memory back (engine/work.c) */
     int leader;                      /* this scheduler holds the leader lock: it fires the schedules */
     int leader_inflight;             /* a leader check is in the batch */
     int lease_ms, tick_ms;
