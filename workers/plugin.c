@@ -262,7 +262,8 @@ int weir_cmd_steps(int argc, char **argv) {
             printf("usage: weir steps [--plugin-dir DIR] [-v] [-o json]\n\n"
                    "Lists every step workers here can run: the built-in ones and those of the plugins in\n"
                    "the plugin directory (--plugin-dir, WEIR_PLUGIN_DIR, plugins/ beside the binary, or\n"
-                   "%s). -v also lists each step's settings.\n", WEIR_PLUGIN_DIR);
+                   "%s). -v also lists each step's settings. Exits 1 when a plugin there was refused\n"
+                   "(the reason is on stderr; the others are listed).\n", WEIR_PLUGIN_DIR);
             return WEIR_EXIT_OK;
         }
         if (!strcmp(argv[i], "--plugin-dir") && i + 1 < argc) dir = argv[++i];
@@ -337,10 +338,11 @@ int weir_cmd_steps(int argc, char **argv) {
         if (pdir[0]) printf("\nplugins from %s\n", pdir);
     }
     if (ps->errors[0]) fprintf(stderr, "%s", ps->errors);
+    int refused = ps->errors[0] != '\0';
     json_decref(out);
     wk_plugins_close(ps);
     free(ps);
-    return WEIR_EXIT_OK;
+    return refused ? WEIR_EXIT_FAIL : WEIR_EXIT_OK;
 }
 
 /* ---------------------------------------------------------------- weir step-run */

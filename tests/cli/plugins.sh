@@ -32,6 +32,7 @@ out=$("$WEIR" steps --plugin-dir "$PLUGINS" -v 2>&1)
 check_contains steps.settings "$out" "greeting"
 check_eq steps.json "$("$WEIR" steps --plugin-dir "$PLUGINS" -o json | jq -r '.[] | select(.step == "acme.echo") | .settings.times.default')" 1
 out=$("$WEIR" steps --plugin-dir "$TMP/other" 2>&1)
+check_eq abi.refused_rc "$?" 1
 check_contains abi.refused "$out" "$TMP/other/old.so: refused: built for plugin ABI version 99, this weir speaks version 1"
 check_contains abi.junk "$out" "$TMP/other/junk.so: cannot load"
 check_contains abi.others_load "$out" "acme.wait"
