@@ -1,5 +1,6 @@
 -- churn.lua — retrain the churn model every night and when its input drifts; bless the new
 -- model against production (TFX Evaluator style) and wait for a person before deploying it.
+-- A sketch to adapt: it needs a customer snapshot (params.data) with a "churned" column.
 
 pipeline "churn" {
   description = "Retrain the churn classifier on the latest customer snapshot",

@@ -1,5 +1,6 @@
 -- data_quality.lua — fetch a daily export with plain commands, check it, and publish it; flaky
 -- downloads retry with exponential backoff and jitter, every step has a timeout.
+-- A sketch to adapt: it needs an export server (params.source) and workers on the "io" queue.
 
 pipeline "daily-export" {
   description = "Download, check and publish the daily transactions export",

@@ -1,6 +1,8 @@
 -- drift_monitor.lua — every 30 minutes, score the latest batch with the production model and
 -- compare its inputs with the training data. drift.detect emits a "drift" signal that the churn
 -- pipeline (churn.lua) listens to. A "new-batch" signal from the ingestion system also starts a run.
+-- A sketch to adapt: it needs the batches (params.batch, params.reference), a churn model in the
+-- registry and a GPU worker for the scoring.
 
 pipeline "churn-drift" {
   description = "Score new customers and watch the churn model's inputs for drift",
@@ -30,7 +32,7 @@ local batch = task "load-batch" {
 
 task "score" {
   step = "infer.batch",
-  with = { data = batch.outputs.dataset, model = "churn", alias = "production" },
+  with = { data = batch.outputs.dataset, model = model("churn") },
   resources = { queue = "gpu", gpu = 1, memory = "4GiB" },
   timeout = "15m",
 }
@@ -46,7 +48,8 @@ task "detect-drift" {
   with = {
     current = batch.outputs.dataset,
     reference = reference.outputs.dataset,
-    psi_threshold = params.psi_threshold,
+    method = "psi",
+    threshold = params.psi_threshold,
     signal = { kind = "drift", subject = "dataset:churn" },
   },
   retries = { max = 2, backoff = "10s" },

@@ -1,5 +1,7 @@
 -- sweep.lua — a hyper-parameter sweep: one GPU training task per combination (static fan-out),
 -- then a fan-in that picks the best model even if some trainings failed.
+-- A sketch to adapt: it needs a customer snapshot (params.data, with a "churned" column),
+-- workers with GPUs (weir worker --label queue=gpu --label gpu=1) and a pick_best.py of yours.
 
 pipeline "mlp-sweep" {
   description = "Grid search for the churn MLP",
@@ -9,7 +11,7 @@ pipeline "mlp-sweep" {
 
 local ingest = task "ingest" {
   step = "ingest.csv",
-  with = { path = params.data, label = "churned" },
+  with = { source = params.data, label = "churned" },
 }
 
 local grid = {}

@@ -135,8 +135,8 @@ static const weir_plugin_step_t steps[] = {
         .run = ml_drift_detect,
         .settings_schema =
             "{\"current\": {\"type\": \"string\", \"required\": true, \"doc\": \"the new data (a dataset)\"},"
-            " \"reference\": {\"type\": \"string\", \"required\": true, \"doc\": \"the data to compare with,"
-            " e.g. the training dataset\"},"
+            " \"reference\": {\"type\": \"string\", \"required\": true, \"doc\": \"the data to compare with;"
+            " with model = NAME the DSL fills in training_data(NAME), the production version's training data\"},"
             " \"model\": {\"type\": \"string\", \"doc\": \"the model it watches: the signal's subject is model:NAME\"},"
             " \"method\": {\"type\": \"string\", \"default\": \"auto\", \"doc\": \"auto, ks, chisquare, z,"
             " wasserstein, jensenshannon or psi for every column\"},"
