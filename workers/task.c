@@ -10,13 +10,16 @@
 #include "common/error.h"
 #include "common/log.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -91,6 +94,98 @@ static int feed_inflater(void *ud, const void *data, size_t n) {
     return wk_inflate_feed(ud, data, n) ? 1 : 0;
 }
 
+typedef struct {
+    char name[80];
+    int64_t size;
+    struct timespec mtime;
+} cached_t;
+
+static int older(const void *x, const void *y) {
+    const cached_t *a = x, *b = y;
+    if (a->mtime.tv_sec != b->mtime.tv_sec) return a->mtime.tv_sec < b->mtime.tv_sec ? -1 : 1;
+    if (a->mtime.tv_nsec != b->mtime.tv_nsec) return a->mtime.tv_nsec < b->mtime.tv_nsec ? -1 : 1;
+    return strcmp(a->name, b->name);
+}
+
+int64_t wk_cache_trim(const char *dir, int64_t max, const char *const *pinned, size_t npinned) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    cached_t *list = NULL;
+    size_t n = 0, cap = 0;
+    int64_t total = 0;
+    time_t now = time(NULL);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[1400];
+        struct stat st;
+        int tmp = !strncmp(e->d_name, ".tmp-", 5);
+        if (!tmp && !is_sha(e->d_name)) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (lstat(path, &st) || !S_ISREG(st.st_mode)) continue;
+        if (tmp) { /* a download a crash left behind; a live one is seconds old */
+            if (now - st.st_mtime > 3600) unlink(path);
+            continue;
+        }
+        total += st.st_size;
+        int pin = 0;
+        for (size_t i = 0; i < npinned && !pin; i++) pin = !strcmp(pinned[i], e->d_name);
+        if (pin) continue;
+        if (n == cap) {
+            cached_t *grown = realloc(list, (cap = cap ? 2 * cap : 64) * sizeof *list);
+            if (!grown) break;
+            list = grown;
+        }
+        snprintf(list[n].name, sizeof list[n].name, "%s", e->d_name);
+        list[n].size = st.st_size;
+        list[n].mtime = st.st_mtim;
+        n++;
+    }
+    closedir(d);
+    qsort(list, n, sizeof *list, older);
+    for (size_t i = 0; i < n && total > max; i++) {
+        char path[1400];
+        snprintf(path, sizeof path, "%s/%s", dir, list[i].name);
+        if (!unlink(path)) total -= list[i].size;
+    }
+    free(list);
+    return total;
+}
+
+/* After a download: keeps the cache under --cache-max, sparing what the worker's attempts use
+ * (their claims' inputs, fetched or about to be; copied under the lock, since a claim goes
+ * with its task). One trim at a time: another thread's download is trimmed by the next. */
+static void cache_trim(wk_agent_t *a, const char *dir) {
+    static pthread_mutex_t trimming = PTHREAD_MUTEX_INITIALIZER;
+    if (pthread_mutex_trylock(&trimming)) return;
+    char (*names)[65] = NULL;
+    size_t n = 0, cap = 0;
+    pthread_mutex_lock(&a->mu);
+    for (wk_task_t *t = a->tasks; t; t = t->next) {
+        const char *key;
+        json_t *in;
+        json_object_foreach(json_object_get(t->claim, "inputs"), key, in) {
+            const char *sha = json_string_value(json_object_get(in, "sha256"));
+            if (!sha || !is_sha(sha)) continue;
+            if (n == cap) {
+                char (*grown)[65] = realloc(names, (cap = cap ? 2 * cap : 16) * sizeof *names);
+                if (!grown) break;
+                names = grown;
+            }
+            memcpy(names[n++], sha, 65);
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    const char **pins = n ? malloc(n * sizeof *pins) : NULL;
+    for (size_t i = 0; pins && i < n; i++) pins[i] = names[i];
+    int64_t left = wk_cache_trim(dir, a->cache_max, pins, pins ? n : 0);
+    if (left > a->cache_max)
+        weir_log_warn("worker: the artifact cache holds %lld bytes, over --cache-max %lld: all of it is in use",
+                      (long long)left, (long long)a->cache_max);
+    free(pins);
+    free(names);
+    pthread_mutex_unlock(&trimming);
+}
+
 int wk_fetch_artifact(wk_agent_t *a, wk_http_t *h, const char *sha, int64_t size, char *path, size_t pathsize,
                       char *err, size_t errsize) {
     if (!is_sha(sha)) {
@@ -101,7 +196,10 @@ int wk_fetch_artifact(wk_agent_t *a, wk_http_t *h, const char *sha, int64_t size
     snprintf(dir, sizeof dir, "%s/cache", a->dir);
     snprintf(path, pathsize, "%s/%s", dir, sha);
     struct stat st;
-    if (!stat(path, &st) && st.st_size == size) return 0; /* written only after verification */
+    if (!stat(path, &st) && st.st_size == size) { /* written only after verification */
+        utimensat(AT_FDCWD, path, NULL, 0);         /* used now: the last to be trimmed */
+        return 0;
+    }
     if (wk_mkdirs(dir)) {
         snprintf(err, errsize, "cannot create the cache directory %s: %s", dir, strerror(errno));
         return WEIR_EIO;
@@ -146,6 +244,7 @@ int wk_fetch_artifact(wk_agent_t *a, wk_http_t *h, const char *sha, int64_t size
                 rc = WEIR_EIO;
             } else {
                 rc = 0;
+                cache_trim(a, dir);
             }
             wk_resp_free(&res);
             if (rc) unlink(tmp);

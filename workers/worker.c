@@ -656,7 +656,7 @@ static int claim_loop(wk_agent_t *a, wk_http_t *h) {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: weir worker [--scheduler URL[,URL...]] [--token T] [--slots N] [--label K=V ...]\n"
-            "                   [--name NAME] [--dir DIR] [--cwd DIR] [--max-log SIZE]\n"
+            "                   [--name NAME] [--dir DIR] [--cwd DIR] [--max-log SIZE] [--cache-max SIZE]\n"
             "\n"
             "Registers with the scheduler, keeps one long-poll claim open and runs the tasks it is\n"
             "given: exec steps (any command, in its own process group) and noop. Logs stream to the\n"
@@ -676,6 +676,8 @@ static void usage(FILE *f) {
             "  --cwd DIR         run every step in DIR instead of a fresh directory per attempt\n"
             "  --max-log SIZE    log cap per attempt (default 64MiB); beyond it output is dropped and\n"
             "                    the log ends with \"[weir: log truncated after N bytes]\"\n"
+            "  --cache-max SIZE  the artifact cache's cap (default 10GiB): after a download, the least\n"
+            "                    recently used inputs go, never those of attempts this worker holds\n"
             "  --kill-grace DUR  SIGTERM to SIGKILL on cancel or timeout (default 5s)\n"
             "  --plugin-dir DIR  where plugin steps are loaded from (default: WEIR_PLUGIN_DIR, plugins/\n"
             "                    beside the weir binary, or the installed one; see weir steps)\n"
@@ -773,6 +775,7 @@ int weir_cmd_worker(int argc, char **argv) {
     a->queues = json_array();
     a->labels = json_object();
     a->max_log = (int64_t)64 << 20;
+    a->cache_max = (int64_t)10 << 30;
     a->kill_grace_ms = 5000;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     a->slots = cpus > 0 ? (int)(cpus > 1024 ? 1024 : cpus) : 1;
@@ -801,6 +804,11 @@ int weir_cmd_worker(int argc, char **argv) {
         else if (!strcmp(f, "--max-log")) {
             if (v && (weir_parse_size(v, &a->max_log) || a->max_log < 1024)) {
                 fprintf(stderr, "weir worker: --max-log %s: write a size of at least 1KiB, like 64MiB\n", v);
+                return WEIR_EXIT_USAGE;
+            }
+        } else if (!strcmp(f, "--cache-max")) {
+            if (v && weir_parse_size(v, &a->cache_max)) {
+                fprintf(stderr, "weir worker: --cache-max %s: write a size, like 10GiB\n", v);
                 return WEIR_EXIT_USAGE;
             }
         } else if (!strcmp(f, "--kill-grace")) {

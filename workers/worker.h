@@ -305,6 +305,7 @@ struct wk_agent_s {
     int64_t memory;
     json_t *labels;              /* object */
     int64_t max_log;
+    int64_t cache_max;           /* the artifact cache's cap in bytes (--cache-max) */
     int64_t kill_grace_ms;
     wk_sched_t sched;
 
@@ -343,6 +344,12 @@ json_t *wk_completion(const char *status, int exit_code, const char *error, json
  * at size, verified), and writes its path. 0 or an error with err set. */
 int wk_fetch_artifact(wk_agent_t *a, wk_http_t *h, const char *sha, int64_t size, char *path, size_t pathsize,
                       char *err, size_t errsize);
+/* Trims the cache directory dir to at most max bytes: removes its least recently used
+ * artifacts (oldest mtime first; wk_fetch_artifact touches an artifact on every use) except the
+ * pinned ones (SHA-256s the worker's attempts hold). Left-over temporary files older than an
+ * hour go too. Returns the bytes in the cache afterwards (more than max when pinned artifacts
+ * alone exceed it), or -1 when the directory cannot be read. */
+int64_t wk_cache_trim(const char *dir, int64_t max, const char *const *pinned, size_t npinned);
 /* Uploads one file as an artifact (deflated via a temp file beside it); writes its sha.
  * 0 or an error with err set (the server's message on 400/413). Retries transient
  * failures while t is not abandoned. */

@@ -50,12 +50,14 @@ export WEIR_URL="$URL" WEIR_TOKEN="$OP" WEIR_HOME="$TMP/home"
 
 
 # start_worker NAME QUEUES : starts a worker (its own --dir); sets W1_PID/W1_JOB or W2_PID/W2_JOB.
+# w2 keeps its artifact cache under 200KiB (--cache-max): one 300 KB input at a time.
 # A wrapper subshell waits for it and keeps its exit status in NAME.rc, so that a worker killed
 # on purpose does not make bash report "Killed" in the suite's output.
 start_worker() {
   rm -f "$TMP/$1.pid" "$TMP/$1.rc"
   ( SHARED=$SHARED "$WEIR" worker --scheduler "$URL" --token "$WORK" --slots 4 --name "$1" \
-      --label "queue=$2" --dir "$TMP/$1" --kill-grace 1s >>"$TMP/$1.log" 2>&1 &
+      --label "queue=$2" --dir "$TMP/$1" --kill-grace 1s $( [ "$1" = w2 ] && echo --cache-max 200KiB ) \
+      >>"$TMP/$1.log" 2>&1 &
     echo $! >"$TMP/$1.pid"
     wait $!
     echo $? >"$TMP/$1.rc" ) 2>/dev/null &
@@ -367,6 +369,13 @@ check handoff_not_in_w1_cache test ! -e "$TMP/w1/cache/$BLOB"
 check_eq handoff_w2_cache_sha "$(sha256sum <"$TMP/w2/cache/$BLOB" 2>/dev/null | cut -c1-64)" "$BLOB"
 SEEN=$(sql "SELECT outputs->>'seen' FROM tasks WHERE id = $(tid "$R_HANDOFF" check)")
 check_eq handoff_consumer_output "$(printf '%s\n' "$BLOB" | sha256sum | cut -c1-64)" "$SEEN"
+# a second blob on w2, whose cache holds 200KiB: the first one (no attempt holds it now) goes,
+# the new one, which its attempt held while the cache was trimmed, stays
+R_HANDOFF2=$(trigger handoff)
+check_eq handoff2_succeeded "$(wait_run 30 "$R_HANDOFF2")" succeeded
+BLOB2=$(sql "SELECT outputs->>'blob' FROM tasks WHERE id = $(tid "$R_HANDOFF2" make)")
+check handoff2_new_in_cache test -f "$TMP/w2/cache/$BLOB2"
+check handoff2_old_evicted test ! -e "$TMP/w2/cache/$BLOB"
 
 # --- 9. logs, read back and followed -------------------------------------------------------------
 

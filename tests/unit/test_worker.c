@@ -649,7 +649,52 @@ TEST(http_failover_to_next_url) {
     wk_http_close(&h);
 }
 
-UNIT_MAIN(worker, CASE(subst_placeholders), CASE(subst_refuses_unknown), CASE(subst_json_deep), CASE(env_build),
+/* A file of n bytes whose mtime is `age` seconds ago. */
+static void cache_file(const char *dir, const char *name, size_t n, time_t age) {
+    char path[512], *data = calloc(1, n + 1);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    memset(data, 'x', n);
+    write_file(path, data);
+    free(data);
+    struct timespec ts[2] = {{time(NULL) - age, 0}, {time(NULL) - age, 0}};
+    CHECK_EQ(utimensat(AT_FDCWD, path, ts, 0), 0);
+}
+
+static int cached(const char *dir, const char *name) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return access(path, F_OK) == 0;
+}
+
+TEST(cache_trim_least_recently_used_first) {
+    /* four artifacts of 100 bytes, used 40, 30, 20 and 10 minutes ago; the oldest is pinned (an
+     * attempt holds it); a download a crash left two hours ago, one in progress, a stray file */
+    const char *dir = tmpdir();
+    char sha[4][65];
+    for (int i = 0; i < 4; i++) {
+        for (int k = 0; k < 64; k++) sha[i][k] = "0123456789abcdef"[(i * 7 + k) % 16];
+        sha[i][64] = '\0';
+        cache_file(dir, sha[i], 100, (time_t)(40 - 10 * i) * 60);
+    }
+    cache_file(dir, ".tmp-old-1-1", 50, 7200);
+    cache_file(dir, ".tmp-new-1-2", 50, 1);
+    cache_file(dir, "notes.txt", 5000, 7200);
+    const char *pins[] = {sha[0]};
+    /* 400 bytes over a 250-byte cap: the two oldest unpinned go, the pinned one stays */
+    CHECK_EQ(wk_cache_trim(dir, 250, pins, 1), 200);
+    CHECK(cached(dir, sha[0]) && !cached(dir, sha[1]) && !cached(dir, sha[2]) && cached(dir, sha[3]));
+    CHECK(!cached(dir, ".tmp-old-1-1") && cached(dir, ".tmp-new-1-2") && cached(dir, "notes.txt"));
+    /* under the cap: nothing goes */
+    CHECK_EQ(wk_cache_trim(dir, 1000, pins, 1), 200);
+    CHECK(cached(dir, sha[3]));
+    /* a cap of 0 keeps only what is pinned, and says it is still over */
+    CHECK_EQ(wk_cache_trim(dir, 0, pins, 1), 100);
+    CHECK(cached(dir, sha[0]) && !cached(dir, sha[3]));
+    CHECK_EQ(wk_cache_trim("/nonexistent/weir-cache", 0, NULL, 0), -1);
+    wk_rmtree(dir);
+}
+
+UNIT_MAIN(worker, CASE(cache_trim_least_recently_used_first), CASE(subst_placeholders), CASE(subst_refuses_unknown), CASE(subst_json_deep), CASE(env_build),
           CASE(output_names), CASE(collect_outputs), CASE(metrics_file), CASE(completion_body),
           CASE(exec_exit_status_and_output), CASE(exec_cannot_start), CASE(exec_timeout_kills_the_group),
           CASE(exec_sigkill_after_grace), CASE(exec_leftovers_killed_after_exit), CASE(exec_cancel_within_milliseconds),
