@@ -259,7 +259,10 @@ static void task_row(tree_t *tr, int ti, const char *prefix, const char *after) 
     snprintf(cell, sizeof cell, "%s%s %s", prefix, symbol(st), tstr(t, "name") ?: "?");
     long long a = json_integer_value(json_object_get(t, "attempt"));
     long long max = json_integer_value(json_object_get(t, "max_attempts"));
-    if (a > 0 && max > 0) snprintf(att, sizeof att, "%lld/%lld", a, max);
+    /* "2/3": the second of three tries. A lost attempt (its worker went away) and an operator's
+     * retry do not use the budget, but attempt numbers keep counting (they are fencing tokens):
+     * past the budget the number stands alone rather than read "4/3". */
+    if (a > 0 && max > 0 && a <= max) snprintf(att, sizeof att, "%lld/%lld", a, max);
     else if (a > 0) snprintf(att, sizeof att, "%lld", a);
     /* a decision says more than the error the scheduler derives from it ("rejected by X") */
     decision_text(json_object_get(t, "decision"), msg, sizeof msg);

@@ -95,7 +95,7 @@ static int feed_inflater(void *ud, const void *data, size_t n) {
 }
 
 typedef struct {
-    char name[80];
+    char name[65];                /* a SHA-256 in hex (is_sha) */
     int64_t size;
     struct timespec mtime;
 } cached_t;
@@ -135,7 +135,7 @@ int64_t wk_cache_trim(const char *dir, int64_t max, const char *const *pinned, s
             if (!grown) break;
             list = grown;
         }
-        snprintf(list[n].name, sizeof list[n].name, "%s", e->d_name);
+        memcpy(list[n].name, e->d_name, sizeof list[n].name);
         list[n].size = st.st_size;
         list[n].mtime = st.st_mtim;
         n++;

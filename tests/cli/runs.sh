@@ -89,6 +89,10 @@ OUT=$("$WEIR" run retry "$RUN2" --task check -o json)
 check_contains retry_json "$OUT" '"reset"'
 # check fails again (fail=yes is pinned in the run): the run ends failed once more
 timeout 60 "$WEIR" run watch "$RUN2" >/dev/null; check_eq watch_exit_1_on_failure "$?" 1
+# its second attempt came from the operator's retry, not from its budget of one: "2", not "2/1"
+ROW=$("$WEIR" run show "$RUN2" | grep ' check ')
+check retry_attempt_alone sh -c "echo '$ROW' | grep -Eq 'failed +2 '"
+check prep_attempt_of_budget sh -c "\"$WEIR\" run show $RUN2 | grep ' prep ' | grep -q '1/2'"
 
 # --- follow a log across a retry; reject; cancel ---------------------------------------------------
 OUT=$("$WEIR" trigger ops -o json); RUN3=$(echo "$OUT" | sed -n 's/.*"run": \([0-9]*\).*/\1/p')
