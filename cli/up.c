@@ -24,6 +24,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 int weir_token_create(PGconn *conn, const char *role, const char *name, char *token, size_t size);
@@ -104,6 +105,45 @@ static int make_dir_for_pg(const char *dir) {
     return pw && chown(dir, pw->pw_uid, pw->pw_gid) ? -1 : 0;
 }
 
+/* A cluster kept apart from its home (root's home is closed to postgres) is found through
+ * HOME/pg, a link to it. A cluster there with no link belongs to an earlier home at this path,
+ * removed since with its artifacts and tokens: removing the home must start afresh, so that
+ * cluster is moved aside (not deleted: its data may still matter) and a new one made. A home
+ * from before the link existed (it has client.json) keeps its cluster. 0 or an exit code. */
+static int claim_cluster(const char *home, const char *pgdir) {
+    char link[1100], pgver[1100], pid[1100], cfgf[1100];
+    snprintf(link, sizeof link, "%s/pg", home);
+    struct stat st;
+    if (!lstat(link, &st)) return 0;
+    snprintf(pgver, sizeof pgver, "%s/data/PG_VERSION", pgdir);
+    snprintf(cfgf, sizeof cfgf, "%s/client.json", home);
+    if (!access(pgver, F_OK) && access(cfgf, F_OK)) {
+        snprintf(pid, sizeof pid, "%s/data/postmaster.pid", pgdir);
+        if (!access(pid, F_OK)) {
+            fprintf(stderr, "weir up: %s holds a running PostgreSQL cluster of an earlier %s; stop it first "
+                            "(pg_ctl -D %s/data stop, as the postgres user)\n", pgdir, home, pgdir);
+            return WEIR_EXIT_FAIL;
+        }
+        char aside[1200];
+        time_t now = time(NULL);
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        snprintf(aside, sizeof aside, "%s.old-%04d%02d%02dT%02d%02d%02d", pgdir, tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        if (rename(pgdir, aside)) {
+            fprintf(stderr, "weir up: cannot move %s aside: %s\n", pgdir, strerror(errno));
+            return WEIR_EXIT_FAIL;
+        }
+        printf("weir up: %s was the cluster of an earlier %s, removed since; it is now %s "
+               "(remove it when you no longer need its data)\n", pgdir, home, aside);
+    }
+    if (make_dir_for_pg(pgdir) || symlink(pgdir, link)) {
+        fprintf(stderr, "weir up: cannot link %s to %s: %s\n", link, pgdir, strerror(errno));
+        return WEIR_EXIT_FAIL;
+    }
+    return 0;
+}
+
 /* Brings up the private cluster; fills conninfo. 0 or an exit code. */
 static int start_private_pg(const weir_config_t *cfg, char *pgdir, size_t pgsize, char *conninfo, size_t csize,
                             int *started) {
@@ -125,6 +165,8 @@ static int start_private_pg(const weir_config_t *cfg, char *pgdir, size_t pgsize
         weir_sha256_hex(cfg->home, strlen(cfg->home), hash);
         mkdir("/var/lib/weir", 0755);
         snprintf(pgdir, pgsize, "/var/lib/weir/pg-%.12s", hash);
+        int rc = claim_cluster(cfg->home, pgdir);
+        if (rc) return rc;
     }
     if (strlen(pgdir) > 80) {
         fprintf(stderr, "weir up: %s is too long a path for PostgreSQL's socket; set WEIR_HOME shorter\n", pgdir);

@@ -141,7 +141,7 @@ int64_t wk_cache_trim(const char *dir, int64_t max, const char *const *pinned, s
         n++;
     }
     closedir(d);
-    qsort(list, n, sizeof *list, older);
+    if (n) qsort(list, n, sizeof *list, older);
     for (size_t i = 0; i < n && total > max; i++) {
         char path[1400];
         snprintf(path, sizeof path, "%s/%s", dir, list[i].name);

@@ -49,4 +49,26 @@ check_eq up_sigterm_exit_0 "$?" 0
 check up_postgres_stopped_again [ ! -f "$HOME_DIR/pg/data/postmaster.pid" ]
 
 rm -rf "$HOME_DIR"
+
+# as root, a home postgres cannot enter keeps its cluster in /var/lib/weir, linked from HOME/pg;
+# removing the home starts afresh there too: the old cluster is moved aside, not reused
+if [ "$(id -u)" = 0 ]; then
+  HOME_DIR=$(mktemp -d /tmp/weir-up.XXXXXX)
+  chmod 700 "$HOME_DIR"
+  export WEIR_HOME=$HOME_DIR/.weir
+  up
+  CLUSTER=$(readlink "$WEIR_HOME/pg")
+  check_contains root_cluster_apart "$CLUSTER" "/var/lib/weir/pg-"
+  printf 'pipeline "hello" {}\ntask "a" { step = "noop" }\n' >"$HOME_DIR/hello.lua"
+  "$WEIR" apply "$HOME_DIR/hello.lua" >/dev/null 2>&1
+  kill -INT $UP; wait $UP
+  rm -rf "$WEIR_HOME"
+  up
+  check_contains root_old_moved_aside "$(cat "$HOME_DIR/up.log")" "was the cluster of an earlier $WEIR_HOME"
+  check_contains root_fresh_start "$("$WEIR" pipelines 2>&1)" "no pipelines yet"
+  check_eq root_same_place "$(readlink "$WEIR_HOME/pg")" "$CLUSTER"
+  kill -INT $UP; wait $UP
+  check_eq root_stopped "$?" 0
+  rm -rf "$CLUSTER" "$CLUSTER".old-* "$HOME_DIR"
+fi
 finish

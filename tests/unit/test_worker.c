@@ -692,6 +692,10 @@ TEST(cache_trim_least_recently_used_first) {
     CHECK(cached(dir, sha[0]) && !cached(dir, sha[3]));
     CHECK_EQ(wk_cache_trim("/nonexistent/weir-cache", 0, NULL, 0), -1);
     wk_rmtree(dir);
+    /* an empty cache (the first download's trim finds only what is pinned) */
+    dir = tmpdir();
+    CHECK_EQ(wk_cache_trim(dir, 0, NULL, 0), 0);
+    wk_rmtree(dir);
 }
 
 UNIT_MAIN(worker, CASE(cache_trim_least_recently_used_first), CASE(subst_placeholders), CASE(subst_refuses_unknown), CASE(subst_json_deep), CASE(env_build),
