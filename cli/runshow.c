@@ -268,6 +268,12 @@ static void task_row(tree_t *tr, int ti, const char *prefix, const char *after) 
     decision_text(json_object_get(t, "decision"), msg, sizeof msg);
     const char *err = tstr(t, "error");
     if (!msg[0] && err && *err) one_line(err, msg, sizeof msg);
+    json_t *prog = json_object_get(t, "progress");
+    if (!msg[0] && json_is_object(prog)) {
+        const char *note = tstr(prog, "note");
+        snprintf(msg, sizeof msg, "%.0f%%%s%s", 100 * json_number_value(json_object_get(prog, "fraction")),
+                 note && *note ? " " : "", note ? note : "");
+    }
     if (!msg[0] && st && !strcmp(st, "waiting"))
         snprintf(msg, sizeof msg, "weir approve|reject %lld %s",
                  (long long)json_integer_value(json_object_get(tr->run, "id")), tstr(t, "name") ?: "?");

@@ -92,7 +92,9 @@ void api_show_run(api_req_t *a) {
               "  'started_at', t.started_at, 'finished_at', t.finished_at, 'duration_ms', CASE WHEN t.started_at "
               "  IS NOT NULL THEN round(extract(epoch FROM coalesce(t.finished_at, now()) - t.started_at) * 1000)::bigint "
               "  END, 'error', t.error, 'decision', t.decision, 'upstream', t.spec->'upstream', "
-              "  'trigger_rule', t.trigger_rule, 'group', t.grp, 'metrics', t.metrics, 'outputs', t.outputs) "
+              "  'trigger_rule', t.trigger_rule, 'group', t.grp, 'metrics', t.metrics, 'outputs', t.outputs, "
+              "  'progress', CASE WHEN t.state = 'running' THEN (SELECT pa.progress FROM attempts pa "
+              "    WHERE pa.task_id = t.id AND pa.number = t.attempt) END) "
               "  ORDER BY t.pos), '[]') FROM tasks t LEFT JOIN workers w ON w.id = t.worker_id WHERE t.run_id = r.id)) "
               RUN_FROM "WHERE r.id = $1::bigint",
               1, (const char *[]){id});

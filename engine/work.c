@@ -331,6 +331,9 @@ void api_worker_leave(api_req_t *a) {
              1, (const char *[]){id}, 0);
 }
 
+/* A statement whose outcome nobody waits for (a failed one is retried by its next turn). */
+static void ignore_result(weir_db_tx_t *tx, int i, int status, void *data) { (void)tx, (void)i, (void)status, (void)data; }
+
 void api_heartbeat(api_req_t *a) {
     int64_t worker = api_parse_id(a->args[0]);
     if (!worker) { api_reply_error(a, 400, "invalid worker id in the path"); return; }
@@ -343,16 +346,37 @@ void api_heartbeat(api_req_t *a) {
     }
     size_t i;
     json_t *x;
+    int progress = 0;
     json_array_foreach(list, i, x) {
         if (!json_is_integer(json_object_get(x, "task_id")) || !json_is_integer(json_object_get(x, "attempt"))) {
             api_reply_error(a, 400, "field \"attempts\": item %zu needs integer \"task_id\" and \"attempt\"", i + 1);
             return;
         }
+        json_t *p = json_object_get(x, "progress");
+        if (!p) continue;
+        json_t *f = json_object_get(p, "fraction"), *n = json_object_get(p, "note");
+        if (!json_is_number(f) || json_number_value(f) < 0 || json_number_value(f) > 1 || (n && !json_is_string(n)) ||
+            (n && json_string_length(n) > 200) || json_object_size(p) > 2) {
+            api_reply_error(a, 400, "field \"attempts\": item %zu: \"progress\" must be {\"fraction\": 0 to 1, "
+                            "\"note\": at most 200 bytes}", i + 1);
+            return;
+        }
+        progress = 1;
     }
     char *s = json_dumps(list, JSON_COMPACT);
     char sw[24], lease[16];
     snprintf(sw, sizeof sw, "%lld", (long long)worker);
     snprintf(lease, sizeof lease, "%d", a->s->lease_ms);
+    /* progress of the attempts this worker still runs (a stale one's is dropped), in the same
+     * transaction as the renewal; migrations/0008_progress.sql */
+    if (progress)
+        weir_batch_add(a->s->batch,
+                       "UPDATE attempts SET progress = x.p FROM (SELECT (e->>'task_id')::bigint AS t, "
+                       "(e->>'attempt')::int AS n, e->'progress' AS p FROM jsonb_array_elements($2::jsonb) e "
+                       "WHERE e ? 'progress') x WHERE attempts.task_id = x.t AND attempts.number = x.n "
+                       "AND attempts.worker_id = $1::bigint AND attempts.state = 'running' "
+                       "AND attempts.progress IS DISTINCT FROM x.p",
+                       2, (const char *[]){sw, s ? s : "[]"}, 0, ignore_result, NULL);
     api_call(a, "SELECT weir_heartbeat($1, $2::jsonb, $3)", 3, (const char *[]){sw, s ? s : "[]", lease}, 0);
     free(s);
 }
@@ -733,8 +757,6 @@ static void tick_done(weir_db_tx_t *tx, int i, int status, void *data) {
     json_decref(r);
 }
 
-static void gone_done(weir_db_tx_t *tx, int i, int status, void *data) { (void)tx, (void)i, (void)status, (void)data; }
-
 void weir_work_tick(weir_sched_t *s) {
     s->ticks++;
     /* A compile's Lua state and plan are freed once its apply is answered, but glibc keeps the
@@ -758,7 +780,7 @@ void weir_work_tick(weir_sched_t *s) {
         weir_batch_add(s->batch,
                        "UPDATE workers SET state = 'gone' WHERE state <> 'gone' "
                        "AND last_heartbeat_at < now() - $1::int * interval '1 ms'",
-                       1, (const char *[]){lease}, 0, gone_done, NULL);
+                       1, (const char *[]){lease}, 0, ignore_result, NULL);
     }
     if (s->ticks % 5 == 1) weir_gate_probe(s);
     /* Tasks can also become ready without a batch of ours (a restart, another scheduler's

@@ -425,6 +425,18 @@ static void h_progress(weir_step_ctx_t *c, double f, const char *note) {
     if (f > 1) f = 1;
     pthread_mutex_lock(&c->mu);
     fprintf(stderr, "progress %3.0f%%%s%s\n", f * 100, note && *note ? " " : "", note ? note : "");
+    /* the latest, for the worker's next heartbeat (weir run show): replaced whole, never torn */
+    const char *pf = ctx_str(c, "progress_file");
+    json_t *p = pf ? json_pack("{s:f, s:s}", "fraction", f, "note", note ? note : "") : NULL;
+    char *text = p ? json_dumps(p, JSON_COMPACT) : NULL;
+    if (text) {
+        const void *parts[] = {text};
+        size_t lens[] = {strlen(text)};
+        char err[256];
+        weir_write_atomic(pf, parts, lens, 1, err, sizeof err);
+    }
+    free(text);
+    json_decref(p);
     pthread_mutex_unlock(&c->mu);
 }
 

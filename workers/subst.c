@@ -261,6 +261,7 @@ char **wk_env_build(const wk_env_spec_t *s) {
     env_put(&e, "WEIR_ATTEMPT", num);
     env_put(&e, "WEIR_OUTPUT_DIR", s->output_dir ? s->output_dir : "");
     env_put(&e, "WEIR_METRICS_FILE", s->metrics_file ? s->metrics_file : "");
+    env_put(&e, "WEIR_PROGRESS_FILE", s->progress_file ? s->progress_file : "");
     if (s->gpus) env_put(&e, "CUDA_VISIBLE_DEVICES", s->gpus);
     const char *k;
     json_t *x;
@@ -434,4 +435,23 @@ int wk_read_metrics(const char *path, json_t **metrics, char *err, size_t errsiz
     }
     *metrics = j;
     return 0;
+}
+
+json_t *wk_progress_read(const char *dir, int64_t task_id, int attempt) {
+    char path[1300], *text = NULL;
+    size_t len = 0;
+    snprintf(path, sizeof path, "%s/attempts/%lld-%d/" WK_PROGRESS_FILE, dir, (long long)task_id, attempt);
+    if (weir_read_file(path, 4096, &text, &len)) return NULL;
+    json_t *j = json_loadb(text, len, 0, NULL);
+    free(text);
+    json_t *f = json_object_get(j, "fraction"), *n = json_object_get(j, "note");
+    json_t *out = NULL;
+    if (json_is_number(f) && (!n || json_is_string(n))) {
+        double v = json_number_value(f);
+        v = v >= 0 ? (v <= 1 ? v : 1) : 0; /* NaN too */
+        out = json_pack("{s:f, s:s%}", "fraction", v, "note", n ? json_string_value(n) : "",
+                        n ? (json_string_length(n) > 200 ? (size_t)200 : json_string_length(n)) : (size_t)0);
+    }
+    json_decref(j);
+    return out;
 }

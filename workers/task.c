@@ -390,7 +390,7 @@ static json_t *plugin_argv(wk_task_t *t, const char *step, const char *adir, con
                  "`weir steps` shows what a directory provides)", step);
         return NULL;
     }
-    char path[1300], sig[1300], efile[1300], scratch[1300];
+    char path[1300], sig[1300], efile[1300], scratch[1300], prog[1300];
     snprintf(path, sizeof path, "%s/step.json", adir);
     snprintf(scratch, sizeof scratch, "%s/scratch", adir); /* private even under --cwd; removed with adir */
     if (wk_mkdirs(scratch)) {
@@ -398,6 +398,7 @@ static json_t *plugin_argv(wk_task_t *t, const char *step, const char *adir, con
         return NULL;
     }
     snprintf(sig, sizeof sig, "%s/signals.jsonl", adir);
+    snprintf(prog, sizeof prog, "%s/" WK_PROGRESS_FILE, adir);
     snprintf(efile, sizeof efile, "%s/error.txt", adir);
     json_t *params = json_object_get(t->claim, "params"), *run = json_object_get(t->claim, "run");
     json_t *c = json_object();
@@ -408,6 +409,7 @@ static json_t *plugin_argv(wk_task_t *t, const char *step, const char *adir, con
     json_object_set(c, "inputs", p->inputs);
     json_object_set_new(c, "output_dir", json_string(outdir));
     json_object_set_new(c, "metrics_file", json_string(metrics));
+    json_object_set_new(c, "progress_file", json_string(prog));
     json_object_set_new(c, "scratch_dir", json_string(scratch));
     json_object_set_new(c, "signals_file", json_string(sig));
     json_object_set_new(c, "error_file", json_string(efile));
@@ -479,9 +481,12 @@ static int prepare(wk_task_t *t, wk_http_t *h, const char *adir, const char *wor
         snprintf(err, errsize, "env: %s", e);
         return WEIR_EINVAL;
     }
+    char prog[1300];
+    snprintf(prog, sizeof prog, "%s/" WK_PROGRESS_FILE, adir);
     wk_env_spec_t es = {.base = environ, .run = json_object_get(claim, "run"),
                         .task = json_string_value(json_object_get(claim, "task")), .attempt = t->attempt,
-                        .output_dir = outdir, .metrics_file = metrics, .params = json_object_get(claim, "params"),
+                        .output_dir = outdir, .metrics_file = metrics, .progress_file = prog,
+                        .params = json_object_get(claim, "params"),
                         .settings = p->settings, .inputs = p->inputs, .env = p->task_env,
                         .gpus = a->gpu > 0 ? t->gpus : NULL};
     if (!(p->env = wk_env_build(&es))) { snprintf(err, errsize, "out of memory"); return WEIR_ENOMEM; }

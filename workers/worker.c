@@ -295,6 +295,14 @@ static void *heartbeat_main(void *arg) {
                     json_array_append_new(list, json_pack("{s:I, s:i}", "task_id", (json_int_t)t->task_id, "attempt",
                                                           t->attempt));
             pthread_mutex_unlock(&a->mu);
+            /* with what each step last said of its progress (read outside the lock) */
+            size_t i;
+            json_t *x;
+            json_array_foreach(list, i, x) {
+                json_t *p = wk_progress_read(a->dir, json_integer_value(json_object_get(x, "task_id")),
+                                             (int)json_integer_value(json_object_get(x, "attempt")));
+                if (p) json_object_set_new(x, "progress", p);
+            }
             json_t *body = json_pack("{s:o}", "attempts", list);
             char route[128];
             snprintf(route, sizeof route, "/v1/workers/%lld/heartbeat", (long long)a->worker_id);

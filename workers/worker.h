@@ -64,6 +64,13 @@ char *wk_value_text(const json_t *v);
  * '.' as '_'. Writes at most size bytes (NUL included); truncates silently. */
 void wk_env_name(const char *prefix, const char *name, char *out, size_t size);
 
+/* A step's latest progress, {"fraction": 0..1, "note": TEXT}, in its attempt directory: the
+ * plugin host writes it, an exec step may (WEIR_PROGRESS_FILE); heartbeats carry it. */
+#define WK_PROGRESS_FILE "progress.json"
+/* Reads dir/attempts/TASK-ATTEMPT/progress.json: {"fraction", "note"} checked and clamped
+ * (a note cut to 200 bytes), or NULL when there is none or it is not such an object. */
+json_t *wk_progress_read(const char *dir, int64_t task_id, int attempt);
+
 /* What the environment of an exec step is built from (all borrowed). */
 typedef struct {
     char **base;              /* the worker's own environment (environ), NULL-terminated */
@@ -72,6 +79,7 @@ typedef struct {
     int attempt;
     const char *output_dir;
     const char *metrics_file;
+    const char *progress_file; /* WEIR_PROGRESS_FILE: {"fraction", "note"} the step may rewrite */
     const json_t *params;     /* claim.params */
     const json_t *settings;   /* spec.with after substitution, or NULL */
     const json_t *inputs;     /* "TASK.OUTPUT" -> path */

@@ -106,9 +106,25 @@ EOF
 RUN=$(trigger waiting)
 wait_for 20 "SELECT state FROM tasks WHERE run_id = $RUN AND name = 'wait'" running >/dev/null
 wait_for 20 "SELECT count(*) > 0 FROM attempt_logs l JOIN tasks t ON t.id = l.task_id WHERE t.run_id = $RUN" t >/dev/null
+# its progress (host->progress) reaches run show with the next heartbeat
+check_eq progress.stored "$(wait_for 20 "SELECT a.progress->>'note' FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE t.run_id = $RUN" "waiting for a cancel")" "waiting for a cancel"
+check_contains progress.shown "$("$WEIR" run show "$RUN" 2>&1)" "25% waiting for a cancel"
+check_eq progress.json "$("$WEIR" run show "$RUN" -o json | jq -r '.tasks[0].progress.fraction')" 0.25
 "$WEIR" run cancel "$RUN" >/dev/null 2>&1
 check_eq cancel.run "$(wait_run 20 "$RUN")" cancelled
 check cancel.seen_by_step wait_file 5 "$TMP/cancel-seen"
+
+# an exec step reports progress through $WEIR_PROGRESS_FILE; a file that is not such an
+# object is ignored, and the run goes on
+apply progress <<'EOF'
+pipeline "progress" {}
+task "p" { exec = "echo '{\"fraction\": 0.6, \"note\": \"step 3 of 5\"}' > $WEIR_PROGRESS_FILE; sleep 4; echo junk > $WEIR_PROGRESS_FILE; sleep 1" }
+EOF
+RUN=$(trigger progress)
+check_eq progress.exec "$(wait_for 20 "SELECT a.progress->>'note' FROM attempts a JOIN tasks t ON t.id = a.task_id WHERE t.run_id = $RUN" "step 3 of 5")" "step 3 of 5"
+check_contains progress.exec_shown "$("$WEIR" run show "$RUN" 2>&1)" "60% step 3 of 5"
+check_eq progress.exec_done "$(wait_run 20 "$RUN")" succeeded
+check_eq progress.gone_when_done "$("$WEIR" run show "$RUN" -o json | jq -r '.tasks[0].progress')" null
 
 # GPUs: a worker with two gives each GPU task its own ordinal (CUDA_VISIBLE_DEVICES, and device 0
 # of what the step sees); a task without a GPU sees none

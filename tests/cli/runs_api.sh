@@ -310,7 +310,16 @@ check_eq other_worker_complete_409 "$(complete "$WS2" "$TS" 2 succeeded)" 409
 check_eq other_worker_heartbeat_stale "$(heartbeat "$WS2" "$TS" 2 >/dev/null; j '.stale | map("\(.attempt):\(.reason)") | join(",")')" "2:superseded"
 check_eq other_worker_log_409 "$(wk POST "/v1/workers/$WS2/attempts/$TS/2/logs?seq=0" -H 'X-Weir-Raw-Length: 12' --data-binary @"$TMP/chunk")" 409
 check_eq future_attempt_409 "$(complete "$WS" "$TS" 3 succeeded)" 409
+# progress rides on heartbeats: a stale attempt's, or another worker's, is not stored
+hb_progress() { wk POST "/v1/workers/$1/heartbeat" -d "{\"attempts\": [{\"task_id\": $2, \"attempt\": $3, \"progress\": $4}]}"; }
+check_eq progress_stale_200 "$(hb_progress "$WS" "$TS" 1 '{"fraction": 0.5, "note": "old"}')" 200
+check_eq progress_other_worker_200 "$(hb_progress "$WS2" "$TS" 2 '{"fraction": 0.5, "note": "not mine"}')" 200
+check_eq progress_not_stored "$(sql "SELECT count(*) FROM attempts WHERE task_id = $TS AND progress IS NOT NULL")" 0
+check_eq progress_out_of_range_400 "$(hb_progress "$WS" "$TS" 2 '{"fraction": 1.5}')" 400
+check_contains progress_400_names "$(j .error.message)" '"progress"'
 check_eq stale_refusals_changed_nothing "$(snapshot)" "$BEFORE"
+check_eq progress_current_200 "$(hb_progress "$WS" "$TS" 2 '{"fraction": 0.5, "note": "epoch 5/10"}')" 200
+check_eq progress_current_stored "$(sql "SELECT progress->>'fraction' || ' ' || (progress->>'note') FROM attempts WHERE task_id = $TS AND number = 2")" "0.5 epoch 5/10"
 check_eq stale_current_heartbeat "$(heartbeat "$WS" "$TS" 2 >/dev/null; j '.stale | length')" 0
 check_eq stale_complete_current "$(complete "$WS" "$TS" 2 succeeded '"metrics": {"loss": 0.25}')" 200
 check_eq stale_complete_current_state "$(j '"\(.state) \(.duplicate)"')" "succeeded null"

@@ -45,6 +45,7 @@ static int crash(weir_step_ctx_t *ctx, const weir_host_t *host) {
 
 static int wait_cancel(weir_step_ctx_t *ctx, const weir_host_t *host) {
     host->log(ctx, WEIR_PLUGIN_LOG_INFO, "waiting to be cancelled");
+    host->progress(ctx, 0.25, "waiting for a cancel");
     while (!host->cancelled(ctx)) nanosleep(&(struct timespec){0, 20 * 1000 * 1000}, NULL);
     host->log(ctx, WEIR_PLUGIN_LOG_INFO, "cancelled: cleaning up");
     /* settings are {"marker": "/path"}: the file says the step saw the cancel and ended itself */
