@@ -159,7 +159,6 @@ static void compile_work(uv_work_t *w) {
     weir_dsl_compile(a->filename, a->source, strlen(a->source), &a->s->dsl, &a->compiled);
 }
 
-
 static void apply_done(weir_db_tx_t *tx, int status, void *data) {
     api_req_t *a = data;
     a->s->trim_pending = 1;

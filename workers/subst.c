@@ -438,9 +438,10 @@ int wk_read_metrics(const char *path, json_t **metrics, char *err, size_t errsiz
 }
 
 json_t *wk_progress_read(const char *dir, int64_t task_id, int attempt) {
-    char path[1300], *text = NULL;
+    char adir[1200], path[1300], *text = NULL;
     size_t len = 0;
-    snprintf(path, sizeof path, "%s/attempts/%lld-%d/" WK_PROGRESS_FILE, dir, (long long)task_id, attempt);
+    wk_attempt_dir(dir, task_id, attempt, adir, sizeof adir);
+    snprintf(path, sizeof path, "%s/" WK_PROGRESS_FILE, adir);
     if (weir_read_file(path, 4096, &text, &len)) return NULL;
     json_t *j = json_loadb(text, len, 0, NULL);
     free(text);

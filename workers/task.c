@@ -383,14 +383,15 @@ const char *wk_claim_step(const json_t *claim) {
  * (no placeholders to resolve), or NULL with err set when there is no plugin directory or
  * the file cannot be written. */
 static json_t *plugin_argv(wk_task_t *t, const char *step, const char *adir, const char *workdir,
-                           const char *outdir, const char *metrics, const prep_t *p, char *err, size_t errsize) {
+                           const char *outdir, const char *metrics, const char *progress, const prep_t *p, char *err,
+                           size_t errsize) {
     wk_agent_t *a = t->agent;
     if (!a->plugin_dir[0]) {
         snprintf(err, errsize, "step %s: this worker has no plugin directory (start it with --plugin-dir; "
                  "`weir steps` shows what a directory provides)", step);
         return NULL;
     }
-    char path[1300], sig[1300], efile[1300], scratch[1300], prog[1300];
+    char path[1300], sig[1300], efile[1300], scratch[1300];
     snprintf(path, sizeof path, "%s/step.json", adir);
     snprintf(scratch, sizeof scratch, "%s/scratch", adir); /* private even under --cwd; removed with adir */
     if (wk_mkdirs(scratch)) {
@@ -398,7 +399,6 @@ static json_t *plugin_argv(wk_task_t *t, const char *step, const char *adir, con
         return NULL;
     }
     snprintf(sig, sizeof sig, "%s/signals.jsonl", adir);
-    snprintf(prog, sizeof prog, "%s/" WK_PROGRESS_FILE, adir);
     snprintf(efile, sizeof efile, "%s/error.txt", adir);
     json_t *params = json_object_get(t->claim, "params"), *run = json_object_get(t->claim, "run");
     json_t *c = json_object();
@@ -409,7 +409,7 @@ static json_t *plugin_argv(wk_task_t *t, const char *step, const char *adir, con
     json_object_set(c, "inputs", p->inputs);
     json_object_set_new(c, "output_dir", json_string(outdir));
     json_object_set_new(c, "metrics_file", json_string(metrics));
-    json_object_set_new(c, "progress_file", json_string(prog));
+    json_object_set_new(c, "progress_file", json_string(progress));
     json_object_set_new(c, "scratch_dir", json_string(scratch));
     json_object_set_new(c, "signals_file", json_string(sig));
     json_object_set_new(c, "error_file", json_string(efile));
@@ -424,9 +424,13 @@ static json_t *plugin_argv(wk_task_t *t, const char *step, const char *adir, con
     return json_pack("[s, s, s, s, s]", a->exe, "step-run", "--plugin-dir", a->plugin_dir, path);
 }
 
+void wk_attempt_dir(const char *dir, int64_t task_id, int attempt, char *out, size_t size) {
+    snprintf(out, size, "%s/attempts/%lld-%d", dir, (long long)task_id, attempt);
+}
+
 /* Everything before the step starts. 0, or an error with err set (the attempt fails). */
 static int prepare(wk_task_t *t, wk_http_t *h, const char *adir, const char *workdir, const char *outdir,
-                   const char *metrics, prep_t *p, char *err, size_t errsize) {
+                   const char *metrics, const char *progress, prep_t *p, char *err, size_t errsize) {
     wk_agent_t *a = t->agent;
     json_t *claim = t->claim, *spec = json_object_get(claim, "spec");
     p->inputs = json_object();
@@ -459,7 +463,7 @@ static int prepare(wk_task_t *t, wk_http_t *h, const char *adir, const char *wor
     const char *step = wk_claim_step(claim);
     json_t *argv;
     if (strcmp(step, "exec")) {
-        if (!(argv = plugin_argv(t, step, adir, workdir, outdir, metrics, p, err, errsize))) return WEIR_EINVAL;
+        if (!(argv = plugin_argv(t, step, adir, workdir, outdir, metrics, progress, p, err, errsize))) return WEIR_EINVAL;
     } else {
         json_t *cmd = json_object_get(spec, "command");
         if (!json_is_array(cmd) || !json_array_size(cmd)) {
@@ -481,11 +485,9 @@ static int prepare(wk_task_t *t, wk_http_t *h, const char *adir, const char *wor
         snprintf(err, errsize, "env: %s", e);
         return WEIR_EINVAL;
     }
-    char prog[1300];
-    snprintf(prog, sizeof prog, "%s/" WK_PROGRESS_FILE, adir);
     wk_env_spec_t es = {.base = environ, .run = json_object_get(claim, "run"),
                         .task = json_string_value(json_object_get(claim, "task")), .attempt = t->attempt,
-                        .output_dir = outdir, .metrics_file = metrics, .progress_file = prog,
+                        .output_dir = outdir, .metrics_file = metrics, .progress_file = progress,
                         .params = json_object_get(claim, "params"),
                         .settings = p->settings, .inputs = p->inputs, .env = p->task_env,
                         .gpus = a->gpu > 0 ? t->gpus : NULL};
@@ -558,19 +560,20 @@ void *wk_task_thread(void *arg) {
     wk_task_t *t = arg;
     wk_agent_t *a = t->agent;
     wk_http_t h;
-    char adir[1200], workdir[1300], outdir[1300], metrics[1300], err[2048] = "";
-    snprintf(adir, sizeof adir, "%s/attempts/%lld-%d", a->dir, (long long)t->task_id, t->attempt);
+    char adir[1200], workdir[1300], outdir[1300], metrics[1300], progress[1300], err[2048] = "";
+    wk_attempt_dir(a->dir, t->task_id, t->attempt, adir, sizeof adir);
     if (a->cwd[0]) snprintf(workdir, sizeof workdir, "%s", a->cwd);
     else snprintf(workdir, sizeof workdir, "%s/work", adir);
     snprintf(outdir, sizeof outdir, "%s/outputs", adir);
     snprintf(metrics, sizeof metrics, "%s/metrics.json", adir);
+    snprintf(progress, sizeof progress, "%s/" WK_PROGRESS_FILE, adir);
     prep_t p = {0};
     json_t *done = NULL;
     if (wk_http_init(&h, &a->sched)) {
         done = wk_completion("failed", -1, "worker: cannot start libcurl", NULL, NULL);
         goto out;
     }
-    if (prepare(t, &h, adir, workdir, outdir, metrics, &p, err, sizeof err)) {
+    if (prepare(t, &h, adir, workdir, outdir, metrics, progress, &p, err, sizeof err)) {
         if (!atomic_load(&t->abandoned)) done = wk_completion("failed", -1, err, NULL, NULL);
         goto out;
     }

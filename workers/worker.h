@@ -67,7 +67,9 @@ void wk_env_name(const char *prefix, const char *name, char *out, size_t size);
 /* A step's latest progress, {"fraction": 0..1, "note": TEXT}, in its attempt directory: the
  * plugin host writes it, an exec step may (WEIR_PROGRESS_FILE); heartbeats carry it. */
 #define WK_PROGRESS_FILE "progress.json"
-/* Reads dir/attempts/TASK-ATTEMPT/progress.json: {"fraction", "note"} checked and clamped
+/* An attempt's directory under the work directory dir: dir/attempts/TASK-ATTEMPT (task.c). */
+void wk_attempt_dir(const char *dir, int64_t task_id, int attempt, char *out, size_t size);
+/* Reads the attempt directory's progress.json: {"fraction", "note"} checked and clamped
  * (a note cut to 200 bytes), or NULL when there is none or it is not such an object. */
 json_t *wk_progress_read(const char *dir, int64_t task_id, int attempt);
 
