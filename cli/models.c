@@ -10,8 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define COMMON_HELP "  --url URL, --token T   the scheduler (default: WEIR_URL/WEIR_TOKEN or ~/.weir/client.json)\n" \
-                    "  -o json                print the API's JSON instead of text\n"
 
 /* The metrics `models show` gives a column each, when any version reports them. */
 static const char *const key_metrics[] = {"accuracy", "f1_macro", "roc_auc", "log_loss"};
@@ -46,12 +44,8 @@ static int parse_flags(int argc, char **argv, const char *cmd, const char *usage
                                          {0, 0, 0, 0}};
     int opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
-        if (opt == 'h') { fputs(usage, stdout); *rc = WEIR_EXIT_OK; return -1; }
-        if (cli_common_flag(opt, cfg, json, rc)) {
-            if (*rc) return -1;
-            continue;
-        }
+    while ((opt = cli_next_flag(argc, argv, "o:h", opts, usage, cfg, json, rc)) != -1) {
+        if (opt == -2) return -1;
         if (opt == OPT_ALIAS && alias) {
             if (!alias_ok(cmd, optarg)) { *rc = WEIR_EXIT_USAGE; return -1; }
             *alias = optarg;
@@ -64,7 +58,7 @@ static int parse_flags(int argc, char **argv, const char *cmd, const char *usage
                 return -1;
             }
         } else {
-            if (opt != '?' && opt != ':') fprintf(stderr, "weir %s: option not accepted here\n", cmd);
+            fprintf(stderr, "weir %s: option not accepted here\n", cmd);
             fputs(usage, stderr);
             *rc = WEIR_EXIT_USAGE;
             return -1;

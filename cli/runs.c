@@ -142,8 +142,8 @@ int cli_poll_run(const weir_config_t *c, int64_t id, weir_response_t *res, int64
 
 /* The getopt loop every command runs: common flags, --help, and a usage error for the rest.
  * Returns the option for the command to handle, -1 at the end, or -2 with *rc to return. */
-static int next_flag(int argc, char **argv, const char *shortopts, const struct option *opts, const char *usage,
-                     weir_config_t *cfg, int *json, int *rc) {
+int cli_next_flag(int argc, char **argv, const char *shortopts, const struct option *opts, const char *usage,
+                  weir_config_t *cfg, int *json, int *rc) {
     for (;;) {
         int opt = getopt_long(argc, argv, shortopts, opts, NULL);
         if (opt == -1) return -1;
@@ -156,9 +156,6 @@ static int next_flag(int argc, char **argv, const char *shortopts, const struct 
         return opt;
     }
 }
-
-#define COMMON_HELP "  --url URL, --token T   the scheduler (default: WEIR_URL/WEIR_TOKEN or ~/.weir/client.json)\n" \
-                    "  -o json                print the API's JSON instead of text\n"
 
 /* Finds task name in a run's tasks; on a miss prints the run's closest task name. */
 static json_t *find_task(const json_t *run, const char *name, int complain) {
@@ -269,7 +266,7 @@ int weir_cmd_trigger(int argc, char **argv) {
     int64_t timeout_ms = 0;
     json_t *params = json_object();
     optind = 1;
-    while ((opt = next_flag(argc, argv, "o:p:h", opts, usage, &cfg, &json, &rc)) != -1) {
+    while ((opt = cli_next_flag(argc, argv, "o:p:h", opts, usage, &cfg, &json, &rc)) != -1) {
         if (opt == -2) goto out;
         if (opt == OPT_WAIT) wait = 1;
         else if (opt == OPT_TIMEOUT) {
@@ -374,7 +371,7 @@ int weir_cmd_runs(int argc, char **argv) {
     const char *pipeline = NULL, *state = NULL;
     long limit = 0;
     optind = 1;
-    while ((opt = next_flag(argc, argv, "o:h", opts, usage, &cfg, &json, &rc)) != -1) {
+    while ((opt = cli_next_flag(argc, argv, "o:h", opts, usage, &cfg, &json, &rc)) != -1) {
         if (opt == -2) return rc;
         if (opt == OPT_PIPELINE) pipeline = optarg;
         else if (opt == OPT_STATE) state = optarg;
@@ -466,7 +463,7 @@ static int run_task_args(int argc, char **argv, const char *cmd, const char *usa
     int rc = 0, opt;
     *task = NULL;
     optind = 1;
-    while ((opt = next_flag(argc, argv, "o:h", opts, usage, cfg, json, &rc)) != -1) {
+    while ((opt = cli_next_flag(argc, argv, "o:h", opts, usage, cfg, json, &rc)) != -1) {
         if (opt == -2) return rc;
         if (opt == OPT_TASK) *task = optarg;
     }
@@ -618,7 +615,7 @@ int weir_cmd_logs(int argc, char **argv) {
     int json = 0, rc = 0, follow = 0, opt;
     long attempt = 0;
     optind = 1;
-    while ((opt = next_flag(argc, argv, "o:fh", opts, usage, &cfg, &json, &rc)) != -1) {
+    while ((opt = cli_next_flag(argc, argv, "o:fh", opts, usage, &cfg, &json, &rc)) != -1) {
         if (opt == -2) return rc;
         if (opt == 'f') follow = 1;
         else if (opt == OPT_ATTEMPT) {
@@ -766,7 +763,7 @@ static int decide(int argc, char **argv, const char *verb, const char *done) {
     int json = 0, rc = 0, opt;
     const char *comment = NULL;
     optind = 1;
-    while ((opt = next_flag(argc, argv, "o:m:h", opts, usage, &cfg, &json, &rc)) != -1) {
+    while ((opt = cli_next_flag(argc, argv, "o:m:h", opts, usage, &cfg, &json, &rc)) != -1) {
         if (opt == -2) return rc;
         if (opt == 'm') comment = optarg;
     }
@@ -816,7 +813,7 @@ int weir_cmd_workers(int argc, char **argv) {
     weir_config_t cfg = {0};
     int json = 0, rc = 0, opt;
     optind = 1;
-    while ((opt = next_flag(argc, argv, "o:h", opts, usage, &cfg, &json, &rc)) != -1)
+    while ((opt = cli_next_flag(argc, argv, "o:h", opts, usage, &cfg, &json, &rc)) != -1)
         if (opt == -2) return rc;
     if (optind < argc) { fprintf(stderr, "weir workers: unexpected argument \"%s\"\n%s", argv[optind], usage); return 2; }
     weir_config_load(&cfg);

@@ -6,6 +6,7 @@
 
 #include "cli/cli.h"
 
+#include <getopt.h>
 #include <stdint.h>
 
 /* How often the CLI polls while it waits: a run (--wait, watch) and a log (-f). */
@@ -65,6 +66,14 @@ enum { CLI_OPT_URL = 1000, CLI_OPT_TOKEN, CLI_OPT_FIRST_FREE };
     {"url", required_argument, NULL, CLI_OPT_URL}, {"token", required_argument, NULL, CLI_OPT_TOKEN}, \
     {"output", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'}
 int cli_common_flag(int opt, weir_config_t *cfg, int *json, int *rc);
+/* The next flag that is not a common one (getopt_long over opts, which hold CLI_COMMON_OPTIONS),
+ * or -1 at the end, or -2 with *rc set: after -h (usage on stdout, 0), an unknown or incomplete
+ * flag (usage on stderr, 2) or a bad -o (2). */
+int cli_next_flag(int argc, char **argv, const char *shortopts, const struct option *opts, const char *usage,
+                  weir_config_t *cfg, int *json, int *rc);
+/* The common flags' lines for a command's usage text. */
+#define COMMON_HELP "  --url URL, --token T   the scheduler (default: WEIR_URL/WEIR_TOKEN or ~/.weir/client.json)\n" \
+                    "  -o json                print the API's JSON instead of text\n"
 /* Prints a JSON value for scripts, indented. */
 void cli_print_json(const json_t *j);
 

@@ -446,20 +446,12 @@ char *cli_run_signature(const json_t *run) {
 
 /* ---- weir run show | watch ---------------------------------------------------------------- */
 
-#define COMMON_HELP "  --url URL, --token T   the scheduler (default: WEIR_URL/WEIR_TOKEN or ~/.weir/client.json)\n" \
-                    "  -o json                print the API's JSON instead of text\n"
-
 /* Parses `run show|watch RUN [flags]`; the run's id, or -1 with *rc set. */
 static int64_t show_flags(int argc, char **argv, const char *verb, const char *usage, weir_config_t *cfg, int *json,
                           int *rc) {
     static const struct option opts[] = {CLI_COMMON_OPTIONS, {0, 0, 0, 0}};
-    int opt;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
-        if (opt == 'h') { fputs(usage, stdout); *rc = WEIR_EXIT_OK; return -1; }
-        if (!cli_common_flag(opt, cfg, json, rc)) { fputs(usage, stderr); *rc = WEIR_EXIT_USAGE; return -1; }
-        if (*rc) return -1;
-    }
+    if (cli_next_flag(argc, argv, "o:h", opts, usage, cfg, json, rc) != -1) return -1; /* only common flags */
     if (optind != argc - 1) {
         fprintf(stderr, "weir run %s: give one run\n%s", verb, usage);
         *rc = WEIR_EXIT_USAGE;

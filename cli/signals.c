@@ -9,9 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define COMMON_HELP "  --url URL, --token T   the scheduler (default: WEIR_URL/WEIR_TOKEN or ~/.weir/client.json)\n" \
-                    "  -o json                print the API's JSON instead of text\n"
-
 int weir_cmd_signal(int argc, char **argv) {
     const char *usage =
         "usage: weir signal KIND [--subject S] [--value V] [--attr K=V]... [--dedup-key K] [-o json]\n\n"
@@ -33,12 +30,8 @@ int weir_cmd_signal(int argc, char **argv) {
     int json = 0, rc = 0, opt;
     json_t *body = json_object(), *attrs = json_object();
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
-        if (opt == 'h') { fputs(usage, stdout); rc = WEIR_EXIT_OK; goto out; }
-        if (cli_common_flag(opt, &cfg, &json, &rc)) {
-            if (rc) goto out;
-            continue;
-        }
+    while ((opt = cli_next_flag(argc, argv, "o:h", opts, usage, &cfg, &json, &rc)) != -1) {
+        if (opt == -2) goto out;
         if (opt == OPT_SUBJECT) json_object_set_new(body, "subject", json_string(optarg));
         else if (opt == OPT_DEDUP) json_object_set_new(body, "dedup_key", json_string(optarg));
         else if (opt == OPT_VALUE) {
@@ -111,15 +104,11 @@ int weir_cmd_signals(int argc, char **argv) {
     int json = 0, rc = 0, opt;
     long limit = 50;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
-        if (opt == 'h') { fputs(usage, stdout); return WEIR_EXIT_OK; }
-        if (cli_common_flag(opt, &cfg, &json, &rc)) {
-            if (rc) return rc;
-            continue;
-        }
-        char *end;
-        if (opt == OPT_LIMIT && (limit = strtol(optarg, &end, 10)) >= 1 && limit <= 1000 && !*end) continue;
-        fprintf(stderr, "weir signals: %s\n%s", opt == OPT_LIMIT ? "--limit must be a number from 1 to 1000" : "bad flag", usage);
+    while ((opt = cli_next_flag(argc, argv, "o:h", opts, usage, &cfg, &json, &rc)) != -1) {
+        if (opt == -2) return rc;
+        char *end; /* OPT_LIMIT: the table has no other flag of its own */
+        if ((limit = strtol(optarg, &end, 10)) >= 1 && limit <= 1000 && !*end) continue;
+        fprintf(stderr, "weir signals: --limit must be a number from 1 to 1000\n%s", usage);
         return WEIR_EXIT_USAGE;
     }
     if (optind < argc) { fprintf(stderr, "weir signals: unexpected argument \"%s\"\n%s", argv[optind], usage); return WEIR_EXIT_USAGE; }
@@ -158,17 +147,9 @@ int weir_cmd_schedules(int argc, char **argv) {
                         "and the last run one started.\n\n" COMMON_HELP;
     static const struct option opts[] = {CLI_COMMON_OPTIONS, {0, 0, 0, 0}};
     weir_config_t cfg = {0};
-    int json = 0, rc = 0, opt;
+    int json = 0, rc = 0;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "o:h", opts, NULL)) != -1) {
-        if (opt == 'h') { fputs(usage, stdout); return WEIR_EXIT_OK; }
-        if (cli_common_flag(opt, &cfg, &json, &rc)) {
-            if (rc) return rc;
-            continue;
-        }
-        fputs(usage, stderr);
-        return WEIR_EXIT_USAGE;
-    }
+    if (cli_next_flag(argc, argv, "o:h", opts, usage, &cfg, &json, &rc) != -1) return rc; /* only common flags */
     if (optind < argc) { fprintf(stderr, "weir schedules: unexpected argument \"%s\"\n%s", argv[optind], usage); return WEIR_EXIT_USAGE; }
     weir_config_load(&cfg);
     weir_response_t res;
