@@ -120,3 +120,20 @@ start_stack() {
   WORK=$("$WEIR" token create --role worker --name workers --database "$PGCONN")
   export WEIR_URL="$URL" WEIR_TOKEN="$OP" WEIR_HOME="$TMP/home"
 }
+
+# ml_stack NAME : for the suites that run the ML plugin on scikit-learn's data: PLUGINS (the
+# build's plugin directory) and DATA (the datasets, WEIR_SKLEARN_DATA to override) set, the
+# suite ended when breast_cancer.csv is missing, then start_stack 5s and a 4-slot worker NAME
+# loading the plugins (its log $TMP/worker.log, its pid WPID).
+ml_stack() {
+  PLUGINS=$(cd "$(dirname "$WEIR")/plugins" && pwd)
+  DATA=${WEIR_SKLEARN_DATA:-/usr/lib/python3/dist-packages/sklearn/datasets/data}
+  if [ ! -f "$DATA/breast_cancer.csv" ]; then
+    not_ok data "$DATA/breast_cancer.csv is missing: apt-get install python3-sklearn (make deps)"
+    finish; exit 1
+  fi
+  start_stack 5s
+  "$WEIR" worker --scheduler "$URL" --token "$WORK" --slots 4 --name "$1" --dir "$TMP/w" --plugin-dir "$PLUGINS" \
+    >"$TMP/worker.log" 2>&1 &
+  WPID=$!
+}

@@ -7,25 +7,13 @@
 # cooldown starts nothing more. Real scheduler, worker, PostgreSQL.
 . tests/lib.sh
 TMP=$(mktemp -d /tmp/weir-drift.XXXXXX)
-PLUGINS=$(cd "$(dirname "$WEIR")/plugins" && pwd)
-DATA=${WEIR_SKLEARN_DATA:-/usr/lib/python3/dist-packages/sklearn/datasets/data}
 cleanup() {
   [ -n "${WPID:-}" ] && kill -KILL "$WPID" 2>/dev/null
   [ -n "${SCHED_PID:-}" ] && kill -KILL "$SCHED_PID" 2>/dev/null
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-PY=python3
-[ -x /usr/bin/python3 ] && PY=/usr/bin/python3
-if [ ! -f "$DATA/breast_cancer.csv" ]; then
-  not_ok data "$DATA/breast_cancer.csv is missing: apt-get install python3-sklearn (make deps)"
-  finish; exit 1
-fi
-
-start_stack 5s
-"$WEIR" worker --scheduler "$URL" --token "$WORK" --slots 4 --name dw --dir "$TMP/w" --plugin-dir "$PLUGINS" \
-  >"$TMP/worker.log" 2>&1 &
-WPID=$!
+ml_stack dw
 
 # the drifted batch: every feature shifted by half its standard deviation (the tour's script)
 sh examples/drift_batch.sh 0.5 "$DATA/breast_cancer.csv" >"$TMP/drifted.csv"

@@ -4,9 +4,6 @@
 # its bad inputs, each failing with a message that names the file, field or URL.
 . tests/lib.sh
 TMP=$(mktemp -d /tmp/weir-ml.XXXXXX)
-PLUGINS=$(cd "$(dirname "$WEIR")/plugins" && pwd)
-DATA=${WEIR_SKLEARN_DATA:-/usr/lib/python3/dist-packages/sklearn/datasets/data}
-CANCER=$DATA/breast_cancer.csv
 cleanup() {
   for p in ${WPID:-} ${HTTP_PID:-} ${HOOK_PID:-}; do kill -KILL "$p" 2>/dev/null; done
   [ -n "${SCHED_PID:-}" ] && kill -KILL "$SCHED_PID" 2>/dev/null
@@ -15,16 +12,8 @@ cleanup() {
 trap cleanup EXIT
 PY=python3
 [ -x /usr/bin/python3 ] && PY=/usr/bin/python3
-
-if [ ! -f "$CANCER" ]; then
-  not_ok data "$CANCER is missing: apt-get install python3-sklearn (make deps)"
-  finish; exit 1
-fi
-
-start_stack 5s
-"$WEIR" worker --scheduler "$URL" --token "$WORK" --slots 4 --name mlw --dir "$TMP/w" --plugin-dir "$PLUGINS" \
-  >"$TMP/worker.log" 2>&1 &
-WPID=$!
+ml_stack mlw
+CANCER=$DATA/breast_cancer.csv
 
 # Files served over real HTTP: the CSV gzipped, and nothing else (a 404 for the rest).
 mkdir -p "$TMP/www"
