@@ -12,7 +12,8 @@
 # timestamps, the database's clock). "cpu" is the CPU time each kind of process used during the
 # phase: PostgreSQL (every backend of the cluster), the scheduler, the 4 workers. The scheduler's
 # peak memory is VmHWM from /proc. Usage: sh bench/runs.sh [build/weir]. SCALE_MAX=10000 skips
-# the 100,000-task run.
+# the 100,000-task run; SCHED_ARGS adds flags to the scheduler (e.g. --tick 100ms), SLOTS sets the
+# workers' slots (64).
 set -eu
 cd "$(dirname "$0")/.."
 WEIR=${1:-build/weir}
@@ -37,7 +38,7 @@ q() { $PSQL -X -A -t -q -c "$1" "$DB"; }
 # the 100,000-task pipeline needs more than the sandbox's default 64 MiB and 200 M instructions to compile
 "$WEIR" scheduler --database "$DB" --listen 127.0.0.1:0 --port-file "$TMP/port" --max-body 64MiB \
   --lua-memory 1GiB --lua-instructions 4000000000 \
-  --artifacts "$TMP/artifacts" 2>"$TMP/scheduler.log" &
+  --artifacts "$TMP/artifacts" ${SCHED_ARGS:-} 2>"$TMP/scheduler.log" &
 SP=$!
 while [ ! -s "$TMP/port" ]; do sleep 0.05; done
 export WEIR_URL="http://127.0.0.1:$(cat "$TMP/port")"
@@ -91,7 +92,7 @@ reset_peak() { sleep 0.5; echo 5 >"/proc/$SP/clear_refs" 2>/dev/null || true; }
 
 start_workers() {
   for i in 1 2 3 4; do
-    WEIR_WORKER_TRACE="$TMP/trace$i" "$WEIR" worker --scheduler "$WEIR_URL" --token "$WK" --slots 64 \
+    WEIR_WORKER_TRACE="$TMP/trace$i" "$WEIR" worker --scheduler "$WEIR_URL" --token "$WK" --slots ${SLOTS:-64} \
       --name "bench-$i" --dir "$TMP/w$i" 2>"$TMP/worker$i.log" &
     WPIDS="$WPIDS $!"
   done
