@@ -15,6 +15,13 @@ N=$(ls migrations/*.sql | wc -l)
 check_eq all_recorded "$(sql 'SELECT count(*) FROM weir_migrations')" "$N"
 OUT=$("$WEIR" migrate --database "$PGCONN")
 check_contains second_migrate_noop "$OUT" "0 migrations applied"
+# The hand-off's functions keep 0007's settings: CREATE OR REPLACE in a later migration resets
+# a function's SET options, so each replacement must set them again (0009 does).
+for f in weir_complete_many weir_claim; do
+  check_eq "${f}_keeps_generic_plans" \
+    "$(sql "SELECT array_to_string(ARRAY(SELECT x FROM unnest(proconfig) x ORDER BY x), ' ') FROM pg_proc WHERE proname = '$f'")" \
+    "enable_seqscan=off plan_cache_mode=force_generic_plan"
+done
 
 # concurrent first runs on a fresh database: both succeed, each file applied once
 CDB="$(echo "$PGCONN" | sed 's/.*dbname=\([^ ]*\).*/\1/')_concurrent"
