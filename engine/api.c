@@ -368,7 +368,7 @@ static void api_healthz(api_req_t *a) {
 static void api_metrics(api_req_t *a) {
     unsigned long long txs = 0, ops = 0;
     if (a->s->batch) weir_batch_stats(a->s->batch, &txs, &ops);
-    char body[1024];
+    char body[2048];
     int n = snprintf(body, sizeof body,
                      "# HELP weir_batch_transactions_total Transactions committed by the group commit.\n"
                      "# TYPE weir_batch_transactions_total counter\nweir_batch_transactions_total %llu\n"
@@ -379,8 +379,13 @@ static void api_metrics(api_req_t *a) {
                      "# HELP weir_database_up 1 while the database connection is up.\n"
                      "# TYPE weir_database_up gauge\nweir_database_up %d\n"
                      "# HELP weir_leader 1 while this scheduler leads (fires the cron schedules).\n"
-                     "# TYPE weir_leader gauge\nweir_leader %d\n",
-                     txs, ops, weir_work_waiting(a->s), a->s->db && weir_db_connected(a->s->db), a->s->leader);
+                     "# TYPE weir_leader gauge\nweir_leader %d\n"
+                     "# HELP weir_auth_checks_total Requests whose token was checked.\n"
+                     "# TYPE weir_auth_checks_total counter\nweir_auth_checks_total %llu\n"
+                     "# HELP weir_auth_cached_total Those answered from the tokens checked before, without a query.\n"
+                     "# TYPE weir_auth_cached_total counter\nweir_auth_cached_total %llu\n",
+                     txs, ops, weir_work_waiting(a->s), a->s->db && weir_db_connected(a->s->db), a->s->leader,
+                     a->s->auth_lookups, a->s->auth_hits);
     weir_http_respond(a->http, 200, "text/plain; version=0.0.4", body, (size_t)n);
     api_free(a);
 }
@@ -448,14 +453,55 @@ static const char *role_name(int role) {
     return role == ROLE_OPERATOR ? "operator" : role == ROLE_WORKER ? "worker" : "viewer";
 }
 
-static void auth_done(weir_db_tx_t *tx, int status, void *data) {
-    api_req_t *a = data;
-    if (status) { api_reply_db_error(a, tx, status); return; }
-    if (weir_db_rows(tx, 0) == 0) {
-        api_reply_error(a, 401, "invalid, expired or revoked token");
-        return;
+/* Tokens checked once. A request's token is looked up in the database only when this scheduler
+ * has not checked it since the last notice on weir_tokens (migration 0010's trigger sends one when
+ * a token is revoked, changed or deleted) and on the current connection: notices sent while it
+ * was down are lost, so a new connection voids what was checked. An entry also ends at the token's
+ * expiry, and a minute after it was read. Tokens that fail are not kept. */
+enum { AUTH_KEEP_MS = 60000 };
+
+void weir_api_notify(const char *channel, const char *payload, void *data) {
+    (void)payload;
+    weir_sched_t *s = data;
+    if (!strcmp(channel, "weir_tokens")) s->auth_gen++;
+}
+
+static int auth_valid(const weir_sched_t *s) {
+    return s->db && s->auth_session && s->auth_session == weir_db_session(s->db);
+}
+
+static const weir_auth_entry_t *auth_find(weir_sched_t *s, const char *hash) {
+    if (!auth_valid(s)) return NULL;
+    uint64_t now = uv_now(s->loop);
+    for (int i = 0; i < WEIR_AUTH_CACHE; i++) {
+        const weir_auth_entry_t *e = &s->auth[i];
+        if (e->gen == s->auth_gen && e->until > now && !strcmp(e->hash, hash)) return e;
     }
-    const char *role_s = weir_db_value(tx, 0, 0, 0);
+    return NULL;
+}
+
+static void auth_keep(weir_sched_t *s, const char *hash, const char *role, const char *name, const char *left_ms) {
+    uint64_t now = uv_now(s->loop), keep = AUTH_KEEP_MS;
+    if (*left_ms) {
+        double left = strtod(left_ms, NULL);
+        if (left <= 0) return;
+        if (left < (double)keep) keep = (uint64_t)left;
+    }
+    weir_auth_entry_t *slot = NULL;
+    for (int i = 0; i < WEIR_AUTH_CACHE && !slot; i++) {
+        weir_auth_entry_t *e = &s->auth[i];
+        if (!strcmp(e->hash, hash) || !e->hash[0] || e->gen != s->auth_gen || e->until <= now) slot = e;
+    }
+    if (!slot) slot = &s->auth[s->auth_next++ % WEIR_AUTH_CACHE];
+    snprintf(slot->hash, sizeof slot->hash, "%s", hash);
+    snprintf(slot->role, sizeof slot->role, "%s", role);
+    snprintf(slot->name, sizeof slot->name, "%s", name);
+    slot->until = now + keep;
+    slot->gen = s->auth_gen;
+}
+
+/* The token is good (role and name from its row): check the route's roles and run it. */
+static void auth_ok(api_req_t *a, const char *role_s, const char *name) {
     int role = !strcmp(role_s, "operator") ? ROLE_OPERATOR : !strcmp(role_s, "worker") ? ROLE_WORKER : ROLE_VIEWER;
     if (!(a->route->roles & role)) {
         char need[64] = "";
@@ -466,8 +512,44 @@ static void auth_done(weir_db_tx_t *tx, int status, void *data) {
                     weir_http_req_path(a->http), need, role_s);
         return;
     }
-    snprintf(a->actor, sizeof a->actor, "%s", weir_db_value(tx, 0, 0, 1));
+    snprintf(a->actor, sizeof a->actor, "%s", name);
     a->route->fn(a);
+}
+
+/* What a lookup remembers from when it was sent (its api_req_t's ctx, freed here). */
+typedef struct {
+    char hash[65];
+    unsigned session, gen;
+    int listen;    /* statement 0 is the LISTEN: the lookup is statement 1 */
+    int keep;      /* the session listened before the lookup was sent: its answer may be kept */
+} auth_lookup_t;
+
+static void auth_done(weir_db_tx_t *tx, int status, void *data) {
+    api_req_t *a = data;
+    weir_sched_t *s = a->s;
+    auth_lookup_t *l = a->ctx;
+    a->ctx = NULL;
+    if (l->listen) {
+        s->auth_listening = 0;
+        /* Listening from now on; what was read before it may have missed a notice. The answer
+         * of this very lookup is not kept either: it may predate the LISTEN's commit. */
+        if (!status && s->db && l->session && l->session == weir_db_session(s->db)) {
+            s->auth_session = l->session;
+            s->auth_gen++;
+        }
+    }
+    int i = l->listen;
+    if (status) { free(l); api_reply_db_error(a, tx, status); return; }
+    if (weir_db_rows(tx, i) == 0) {
+        free(l);
+        api_reply_error(a, 401, "invalid, expired or revoked token");
+        return;
+    }
+    const char *role = weir_db_value(tx, i, 0, 0), *name = weir_db_value(tx, i, 0, 1);
+    if (l->keep && l->session == s->auth_session && auth_valid(s) && l->gen == s->auth_gen)
+        auth_keep(s, l->hash, role, name, weir_db_value(tx, i, 0, 2));
+    free(l);
+    auth_ok(a, role, name);
 }
 
 void weir_api_handle(weir_http_req_t *req, void *data) {
@@ -505,12 +587,31 @@ void weir_api_handle(weir_http_req_t *req, void *data) {
     if (!s->db) { api_reply_error(a, 503, "scheduler is stopping"); return; }
     char hash[65];
     weir_sha256_hex(token, strlen(token), hash);
+    s->auth_lookups++;
+    const weir_auth_entry_t *e = auth_find(s, hash);
+    if (e) {
+        s->auth_hits++;
+        auth_ok(a, e->role, e->name);
+        return;
+    }
+    auth_lookup_t *l = calloc(1, sizeof *l);
+    if (!l) { api_reply_error(a, 500, "out of memory"); return; }
+    memcpy(l->hash, hash, sizeof hash);
+    l->session = weir_db_session(s->db);
+    l->gen = s->auth_gen;
+    l->keep = auth_valid(s);
+    /* LISTEN on a connection that does not yet: with this lookup, so it costs no round trip */
+    l->listen = l->session && !l->keep && !s->auth_listening;
+    s->auth_listening |= l->listen;
+    a->ctx = l;
     weir_db_tx_t *tx = weir_db_tx_new(s->db);
+    if (tx && l->listen) weir_db_tx_add(tx, "LISTEN weir_tokens", 0, NULL);
     if (tx)
         weir_db_tx_add(tx,
-                       "SELECT role, name FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL "
-                       "AND (expires_at IS NULL OR expires_at > now())",
+                       "SELECT role, name, round(extract(epoch FROM expires_at - now()) * 1000) FROM api_tokens "
+                       "WHERE hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
                        1, (const char *[]){hash});
+    if (!tx) { a->ctx = NULL; s->auth_listening &= !l->listen; free(l); }
     api_submit(a, tx, auth_done);
 }
 

@@ -48,6 +48,9 @@ struct weir_db_s {
     tx_list_t sent;         /* sent, awaiting results, in order */
     tx_list_t waiting;      /* submitted during the first connection attempt */
     tx_list_t deferred;     /* to be completed without touching the server */
+    unsigned session, sessions; /* weir_db_session; connections made so far */
+    weir_db_notify_cb notify;
+    void *notify_data;
     int closing, open_handles;
     void (*done)(void *);
     void *done_data;
@@ -189,6 +192,7 @@ static void connection_lost(weir_db_t *db, const char *why) {
     if (db->state == DB_UP && !db->closing) weir_log_warn("db: connection lost: %s", why);
     db->state = DB_DOWN;
     db->settled = 1;
+    db->session = 0;
     poll_stop(db);
     if (db->conn) { PQfinish(db->conn); db->conn = NULL; }
     weir_db_tx_t *tx;
@@ -295,6 +299,13 @@ static void on_poll(uv_poll_t *p, int status, int events) {
      * the server sent (so that neither side blocks on the other), and those
      * results would otherwise wait for some later readable event. */
     read_results(db);
+    /* after the results: a notice must win over a result read with it (a token's revocation
+     * over the lookup that found it valid) */
+    PGnotify *n;
+    while (db->conn && (n = PQnotifies(db->conn))) {
+        if (db->notify) db->notify(n->relname, n->extra, db->notify_data);
+        PQfreemem(n);
+    }
 }
 
 /* Drives PQconnectPoll; called first from start and then on socket events. */
@@ -337,6 +348,7 @@ static void start_connect(weir_db_t *db) {
         uv_timer_stop(&db->retry); /* the attempt's deadline */
         db->state = DB_UP;
         db->settled = 1;
+        db->session = ++db->sessions ? db->sessions : ++db->sessions; /* never 0 */
         db->backoff_ms = 100;
         weir_log_info("db: connected");
         if (poll_want(db, UV_READABLE)) { connection_lost(db, "cannot watch the socket"); return; }
@@ -385,6 +397,12 @@ void weir_db_free(weir_db_t *db, void (*done)(void *), void *data) {
 
 int weir_db_connected(const weir_db_t *db) { return db->state == DB_UP; }
 unsigned weir_db_inflight(const weir_db_t *db) { return db->inflight; }
+unsigned weir_db_session(const weir_db_t *db) { return db->state == DB_UP ? db->session : 0; }
+
+void weir_db_on_notify(weir_db_t *db, weir_db_notify_cb cb, void *data) {
+    db->notify = cb;
+    db->notify_data = data;
+}
 
 weir_db_tx_t *weir_db_tx_new(weir_db_t *db) {
     weir_db_tx_t *tx = calloc(1, sizeof *tx);

@@ -39,6 +39,14 @@ void weir_db_free(weir_db_t *db, void (*done)(void *), void *data);
 int weir_db_connected(const weir_db_t *db);
 /* Transactions submitted and not yet completed. */
 unsigned weir_db_inflight(const weir_db_t *db);
+/* The current connection's number: 1 for the first, one more for each reconnect, 0 while
+ * none is up. What lives with a session (LISTEN, session locks) lasts as long as its number. */
+unsigned weir_db_session(const weir_db_t *db);
+/* cb(channel, payload, data) for each notification (NOTIFY) that reaches the connection, after
+ * the results read with it. One hook; NULL removes it. Notifications sent while the connection
+ * was down are lost: a listener must treat a new session number as "anything may have changed". */
+typedef void (*weir_db_notify_cb)(const char *channel, const char *payload, void *data);
+void weir_db_on_notify(weir_db_t *db, weir_db_notify_cb cb, void *data);
 
 weir_db_tx_t *weir_db_tx_new(weir_db_t *db);
 /* Appends a statement; params (text format, NULL for SQL NULL) are copied.

@@ -30,6 +30,17 @@ typedef struct {
 typedef struct weir_waiter_s weir_waiter_t;   /* a worker's open long-poll claim (engine/work.c) */
 typedef struct weir_notice_s weir_notice_t;   /* a cancel for a worker with no claim open */
 
+/* A token the API has checked (engine/api.c), kept while the connection that LISTENs for
+ * changes to tokens stays up and no change has been announced since it was read. */
+enum { WEIR_AUTH_CACHE = 64 };
+typedef struct {
+    char hash[65];               /* SHA-256 of the token, hex; "" for a free slot */
+    char role[12];
+    char name[160];
+    uint64_t until;              /* uv_now() ms: its expiry, or a minute after it was read */
+    unsigned gen;                /* the cache's generation when it was read */
+} weir_auth_entry_t;
+
 typedef struct weir_sched_s {
     uv_loop_t *loop;
     weir_db_t *db;
@@ -61,6 +72,12 @@ typedef struct weir_sched_s {
     int nchildren;
     uv_timer_t drain;
     uint64_t drain_deadline;
+    weir_auth_entry_t auth[WEIR_AUTH_CACHE];
+    unsigned auth_session;       /* the database session that LISTENs on weir_tokens; 0: none */
+    unsigned auth_gen;           /* one more on each notice: older entries are void */
+    int auth_listening;          /* a LISTEN is in flight */
+    unsigned auth_next;          /* the slot a new entry takes when none is free */
+    unsigned long long auth_hits, auth_lookups;
 } weir_sched_t;
 
 /* Verifies the schema, connects, listens, and runs until SIGINT or SIGTERM.
@@ -69,6 +86,9 @@ int weir_sched_run(const weir_sched_opts_t *opts);
 
 /* The HTTP handler (engine/api.c); data is the weir_sched_t. */
 void weir_api_handle(weir_http_req_t *req, void *data);
+/* The database connection's notification hook (engine/api.c): a notice on weir_tokens voids
+ * the tokens the API has checked. */
+void weir_api_notify(const char *channel, const char *payload, void *data);
 
 /* engine/work.c: the batch hook (offers ready work to waiting claims), the timer tick, the
  * delivery of cancels to workers, and the release of open claims at shutdown. */

@@ -107,6 +107,7 @@ int weir_sched_run(const weir_sched_opts_t *o) {
         fprintf(stderr, "weir scheduler: %s\n", weir_strerror(rc));
         return 1;
     }
+    weir_db_on_notify(s.db, weir_api_notify, &s);
     if (!(s.batch = weir_batch_new(s.loop, s.db, weir_work_batch_hook, &s))) {
         fprintf(stderr, "weir scheduler: out of memory\n");
         return 1;

@@ -139,9 +139,54 @@ for c in up scheduler migrate token lint apply pipelines pipeline; do
 done
 
 # --- revocation, and the database connection cut under the scheduler ---------------------------
+# The scheduler keeps the tokens it has checked (migration 0010): each case below uses its token
+# first, so that the scheduler holds it, and then changes it behind the scheduler's back.
+metric() { curl -s "$WEIR_URL/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+C0=$(metric weir_auth_cached_total)
+for i in 1 2 3 4 5; do status GET /v1/pipelines -H "Authorization: Bearer $VIEW" >/dev/null; done
+check_eq token_checked_once "$(( $(metric weir_auth_cached_total) - C0 ))" 5
+check_eq viewer_before_revoke_200 "$(status GET /v1/pipelines -H "Authorization: Bearer $VIEW")" 200
 TID=$(sql "SELECT id FROM api_tokens WHERE name = 'viewer'")
 "$WEIR" token revoke "$TID" --database "$PGCONN" >/dev/null
 check_eq revoked_token_401 "$(status GET /v1/pipelines -H "Authorization: Bearer $VIEW")" 401
+
+# deleted, or its expiry moved into the past, by hand: refused on the next request too
+T2=$("$WEIR" token create --role viewer --name gone --database "$PGCONN")
+T3=$("$WEIR" token create --role viewer --name lapsed --database "$PGCONN")
+status GET /v1/pipelines -H "Authorization: Bearer $T2" >/dev/null
+check_eq used_token_200 "$(status GET /v1/pipelines -H "Authorization: Bearer $T3")" 200
+sql "DELETE FROM api_tokens WHERE name = 'gone'"
+check_eq deleted_token_401 "$(status GET /v1/pipelines -H "Authorization: Bearer $T2")" 401
+sql "UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE name = 'lapsed'"
+check_eq expired_by_hand_401 "$(status GET /v1/pipelines -H "Authorization: Bearer $T3")" 401
+
+# a token that expires on its own, while the scheduler holds it
+T4=$("$WEIR" token create --role viewer --name short --database "$PGCONN")
+sql "UPDATE api_tokens SET expires_at = now() + interval '1500 ms' WHERE name = 'short'"
+check_eq short_token_200 "$(status GET /v1/pipelines -H "Authorization: Bearer $T4")" 200
+check_eq short_token_held "$(status GET /v1/pipelines -H "Authorization: Bearer $T4")" 200
+sleep 1.7
+check_eq short_token_expires_401 "$(status GET /v1/pipelines -H "Authorization: Bearer $T4")" 401
+
+# revoked while the scheduler's connection is down: the notice is lost with the connection, so
+# a new connection must forget every token checked on the old one
+T5=$("$WEIR" token create --role viewer --name cut --database "$PGCONN")
+check_eq cut_token_200 "$(status GET /v1/pipelines -H "Authorization: Bearer $T5")" 200
+$PSQL -X -q "$PGCONN" >/dev/null <<SQL
+BEGIN;
+SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'weir-scheduler' AND datname = current_database();
+UPDATE api_tokens SET revoked_at = now() WHERE name = 'cut';
+COMMIT;
+SQL
+CODES=""
+i=0
+while [ $i -lt 60 ]; do
+  c=$(status GET /v1/pipelines -H "Authorization: Bearer $T5")
+  CODES="$CODES $c"
+  [ "$c" != 503 ] && break
+  sleep 0.1; i=$((i + 1))
+done
+check_eq revoked_while_cut_401 "${CODES##* }" 401
 
 sql "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()" >/dev/null
 CODES=""

@@ -895,6 +895,67 @@ TEST(killed_while_idle_reconnects) {
     env_finish(&e);
 }
 
+typedef struct {
+    int n;
+    char last[64];
+} notes_t;
+
+static void note_cb(const char *channel, const char *payload, void *data) {
+    notes_t *n = data;
+    n->n++;
+    snprintf(n->last, sizeof n->last, "%s:%s", channel, payload);
+}
+
+/* LISTEN on the db's connection: NOTIFYs from other sessions reach the hook, after the results
+ * read with them; a reconnect gives a new session number, and the LISTEN went with the old one. */
+TEST(notifications_and_session_numbers) {
+    NEED_PG();
+    env_t e;
+    env_connect(&e);
+    notes_t nt = {0};
+    weir_db_on_notify(e.db, note_cb, &nt);
+    unsigned s1 = weir_db_session(e.db);
+    CHECK(s1 > 0);
+    char ch[64];
+    snprintf(ch, sizeof ch, "t_notes_%d", getpid());
+    char sql[128];
+    snprintf(sql, sizeof sql, "LISTEN %s", ch);
+    rec_t r = {0};
+    submit(tx1(&e, sql, 0, NULL), &r);
+    RUN_UNTIL(&e, r.called, 5000);
+    CHECK_EQ(r.status, 0);
+    rec_free(&r);
+    bexec("SELECT pg_notify('%s', 'hello')", ch);
+    RUN_UNTIL(&e, nt.n > 0, 5000);
+    CHECK_EQ(nt.n, 1);
+    char want[96];
+    snprintf(want, sizeof want, "%s:hello", ch);
+    CHECK_STR(nt.last, want);
+    /* a notice that arrives while a statement runs is still delivered, after its result */
+    rec_t r2 = {0};
+    submit(tx1(&e, "SELECT pg_sleep(0.2)", 0, NULL), &r2);
+    bexec("SELECT pg_notify('%s', 'again')", ch);
+    RUN_UNTIL(&e, nt.n > 1 && r2.called, 5000);
+    CHECK_EQ(r2.status, 0);
+    CHECK_EQ(nt.n, 2);
+    rec_free(&r2);
+    long pid = backend_pid(&e);
+    CHECK_EQ(bnum("SELECT pg_terminate_backend(%ld)::int", pid), 1);
+    RUN_UNTIL(&e, weir_db_session(e.db) == 0, 5000);
+    CHECK_EQ(weir_db_session(e.db), 0);
+    RUN_UNTIL(&e, weir_db_connected(e.db), 5000);
+    CHECK(weir_db_session(e.db) > s1);
+    /* the new session does not listen: nothing more arrives */
+    bexec("SELECT pg_notify('%s', 'lost')", ch);
+    rec_t r3 = {0};
+    submit(tx1(&e, "SELECT 1", 0, NULL), &r3);
+    RUN_UNTIL(&e, r3.called, 5000);
+    RUN_UNTIL(&e, 0, 100);
+    CHECK_EQ(nt.n, 2);
+    rec_free(&r3);
+    env_finish(&e);
+}
+
 TEST(killed_with_transactions_in_flight) {
     NEED_PG();
     env_t e;
@@ -1082,6 +1143,7 @@ UNIT_MAIN(db,
           CASE(server_that_never_answers_times_out),
           CASE(socket_replaced_while_connecting),
           CASE(killed_while_idle_reconnects),
+          CASE(notifications_and_session_numbers),
           CASE(killed_with_transactions_in_flight),
           CASE(killed_while_sending_large_transactions),
           CASE(free_with_transactions_in_flight),
