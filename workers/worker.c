@@ -73,7 +73,6 @@ void wk_agent_release(wk_agent_t *a, wk_task_t *t) {
     a->used_gpu -= t->gpu;
     for (int i = 0; i < t->ngpu_ids; i++) a->gpu_busy[t->gpu_ids[i]]--;
     a->used_memory -= t->memory;
-    pthread_cond_broadcast(&a->cond);
     pthread_mutex_unlock(&a->mu);
     json_decref(t->claim);
     json_decref(t->completion);
@@ -108,7 +107,7 @@ void wk_agent_complete(wk_agent_t *a, wk_task_t *t) {
     if (a->qtail) a->qtail->qnext = t;
     else a->qhead = t;
     a->qtail = t;
-    pthread_cond_broadcast(&a->cond);
+    pthread_cond_signal(&a->qcond); /* one completer; a busy one takes it when its request is answered */
     pthread_mutex_unlock(&a->mu);
 }
 
@@ -257,7 +256,7 @@ static void *completer_main(void *arg) {
     wk_task_t *batch[COMPLETION_BATCH];
     for (;;) {
         pthread_mutex_lock(&a->mu);
-        while (!a->qhead && !atomic_load(&a->exiting)) pthread_cond_wait(&a->cond, &a->mu);
+        while (!a->qhead && !atomic_load(&a->exiting)) pthread_cond_wait(&a->qcond, &a->mu);
         int n = 0;
         while (a->qhead && n < COMPLETION_BATCH) {
             wk_task_t *t = a->qhead;
@@ -869,6 +868,7 @@ int weir_cmd_worker(int argc, char **argv) {
     if (find_plugins(a, plugin_flag)) return WEIR_EXIT_USAGE;
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->cond, NULL);
+    pthread_cond_init(&a->qcond, NULL);
     atomic_store(&a->lease_ms, 15000);
     atomic_store(&a->heartbeat_ms, 5000);
 
@@ -902,6 +902,7 @@ int weir_cmd_worker(int argc, char **argv) {
     atomic_store(&a->exiting, 1);
     pthread_mutex_lock(&a->mu);
     pthread_cond_broadcast(&a->cond);
+    pthread_cond_broadcast(&a->qcond);
     pthread_mutex_unlock(&a->mu);
     pthread_join(hb, NULL);
     for (int i = 0; i < COMPLETERS; i++) pthread_join(comp[i], NULL);

@@ -323,7 +323,8 @@ struct wk_agent_s {
     atomic_int lease_ms, heartbeat_ms;
 
     pthread_mutex_t mu;
-    pthread_cond_t cond;         /* completion queue, task releases, exit */
+    pthread_cond_t cond;         /* the heartbeat's sleep: draining, exit */
+    pthread_cond_t qcond;        /* the completers' sleep: a completion queued, exit */
     wk_task_t *tasks;            /* every held attempt */
     int ntasks, used_gpu;
     unsigned char gpu_busy[1024];  /* tasks using each GPU ordinal (0 = free) */
