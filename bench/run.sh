@@ -11,6 +11,7 @@ echo "== apply"
 sh bench/apply.sh build/weir
 echo "== runs"
 sh bench/runs.sh build/weir
+sh bench/sql.sh build/weir
 echo "== train (weir vs scikit-learn)"; sh bench/train.sh build/bench/train
 echo "== gpu (train.mlp and infer.batch throughput, 1M synthetic rows, CPU against CUDA)"
 build/bench/gpu 1000000 1

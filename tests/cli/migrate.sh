@@ -56,5 +56,16 @@ sql "INSERT INTO events (kind) VALUES ('test')" >/dev/null
 sql "DELETE FROM events" >/dev/null 2>&1
 check_eq events_append_only "$(sql 'SELECT count(*) FROM events')" 1
 
+# workers and tasks are never deleted (0011: attempts and tasks name them without foreign keys)
+sql "INSERT INTO workers (name, queues, slots) VALUES ('w-del', '{default}', 1)" >/dev/null
+OUT=$(sql "DELETE FROM workers WHERE name = 'w-del'" 2>&1)
+check_contains workers_never_deleted "$OUT" "workers rows are never deleted"
+check_eq worker_still_there "$(sql "SELECT count(*) FROM workers WHERE name = 'w-del'")" 1
+OUT=$(sql "TRUNCATE workers CASCADE" 2>&1)
+check_contains workers_never_truncated "$OUT" "never deleted"
+OUT=$(sql "DELETE FROM tasks" 2>&1)
+check_contains tasks_never_deleted "$OUT" "tasks rows are never deleted"
+check_eq fk_checks_gone "$(sql "SELECT count(*) FROM pg_constraint WHERE conname IN ('tasks_worker_id_fkey', 'attempts_worker_id_fkey', 'attempts_task_id_fkey')")" 0
+
 rm -rf "$TMP"
 finish

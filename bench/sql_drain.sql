@@ -1,0 +1,61 @@
+-- sql_drain.sql — the hand-off's functions alone, for bench/sql.sh: PL/pgSQL loops that claim and
+-- complete tasks of the pipeline "p" as a worker "w1" would, with no scheduler, no HTTP and no
+-- fsync wait (synchronous_commit off: what is measured is the database's CPU per task).
+SET jit = off;
+SET synchronous_commit = off;
+SET client_min_messages = notice;
+CREATE OR REPLACE FUNCTION pg_temp.cpu_ns() RETURNS bigint LANGUAGE sql AS
+$$ SELECT split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint $$;
+
+-- a wide run: claims of 64 and their completions, each in its own transaction
+CREATE OR REPLACE PROCEDURE pg_temp.drain_wide() LANGUAGE plpgsql AS $$
+DECLARE c jsonb; t0 timestamptz; tc interval := '0'; tm interval := '0'; n int := 0; w bigint; payload jsonb; cpu0 bigint;
+BEGIN
+  SELECT id INTO w FROM workers WHERE name = 'w1';
+  PERFORM weir_run_create('p', '{}', 'manual', 'bench');
+  COMMIT;
+  cpu0 := pg_temp.cpu_ns();
+  LOOP
+    t0 := clock_timestamp();
+    c := weir_claim(w, 64, 0, 0, 30000);
+    tc := tc + (clock_timestamp() - t0);
+    COMMIT;
+    EXIT WHEN jsonb_array_length(c->'tasks') = 0;
+    SELECT jsonb_agg(jsonb_build_object('worker', w, 'task', x->'task_id', 'attempt', x->'attempt', 'status', 'succeeded', 'exit_code', 0))
+      INTO payload FROM jsonb_array_elements(c->'tasks') x;
+    n := n + jsonb_array_length(payload);
+    t0 := clock_timestamp();
+    PERFORM weir_complete_many(payload);
+    tm := tm + (clock_timestamp() - t0);
+    COMMIT;
+  END LOOP;
+  RAISE NOTICE 'wide % % % %', n, round(extract(epoch FROM tc) * 1e6 / n), round(extract(epoch FROM tm) * 1e6 / n),
+    round((pg_temp.cpu_ns() - cpu0) / 1e3 / n);
+END $$;
+
+-- a chain: each hop completes one task and claims its successor in one transaction
+CREATE OR REPLACE PROCEDURE pg_temp.drain_chain() LANGUAGE plpgsql AS $$
+DECLARE c jsonb; t0 timestamptz; t1 timestamptz; n int := 0; w bigint; payload jsonb; hops float8[] := '{}'; cpu0 bigint;
+BEGIN
+  SELECT id INTO w FROM workers WHERE name = 'w1';
+  PERFORM weir_run_create('p', '{}', 'manual', 'bench');
+  COMMIT;
+  c := weir_claim(w, 1, 0, 0, 30000);
+  COMMIT;
+  cpu0 := pg_temp.cpu_ns();
+  LOOP
+    EXIT WHEN jsonb_array_length(c->'tasks') = 0;
+    SELECT jsonb_agg(jsonb_build_object('worker', w, 'task', x->'task_id', 'attempt', x->'attempt', 'status', 'succeeded', 'exit_code', 0))
+      INTO payload FROM jsonb_array_elements(c->'tasks') x;
+    t0 := clock_timestamp();
+    PERFORM weir_complete_many(payload);
+    c := weir_claim(w, 1, 0, 0, 30000);
+    t1 := clock_timestamp();
+    hops := hops || extract(epoch FROM t1 - t0) * 1e6;
+    n := n + 1;
+    COMMIT;
+  END LOOP;
+  RAISE NOTICE 'chain % % % %', n, round((SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY h) FROM unnest(hops) h)::numeric),
+    round((SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY h) FROM unnest(hops) h)::numeric),
+    round((pg_temp.cpu_ns() - cpu0) / 1e3 / n);
+END $$;
