@@ -7,12 +7,13 @@ SET client_min_messages = notice;
 CREATE OR REPLACE FUNCTION pg_temp.cpu_ns() RETURNS bigint LANGUAGE sql AS
 $$ SELECT split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint $$;
 
--- a wide run: claims of 64 and their completions, each in its own transaction
-CREATE OR REPLACE PROCEDURE pg_temp.drain_wide() LANGUAGE plpgsql AS $$
+-- a wide run (or, for independent runs, p_runs runs of a one-task pipeline): claims of 64 and
+-- their completions, each in its own transaction
+CREATE OR REPLACE PROCEDURE pg_temp.drain_wide(p_runs int DEFAULT 1) LANGUAGE plpgsql AS $$
 DECLARE c jsonb; t0 timestamptz; tc interval := '0'; tm interval := '0'; n int := 0; w bigint; payload jsonb; cpu0 bigint;
 BEGIN
   SELECT id INTO w FROM workers WHERE name = 'w1';
-  PERFORM weir_run_create('p', '{}', 'manual', 'bench');
+  PERFORM weir_run_create('p', '{}', 'manual', 'bench') FROM generate_series(1, p_runs);
   COMMIT;
   cpu0 := pg_temp.cpu_ns();
   LOOP
@@ -29,7 +30,7 @@ BEGIN
     tm := tm + (clock_timestamp() - t0);
     COMMIT;
   END LOOP;
-  RAISE NOTICE 'wide % % % %', n, round(extract(epoch FROM tc) * 1e6 / n), round(extract(epoch FROM tm) * 1e6 / n),
+  RAISE NOTICE '% % % % %', CASE WHEN p_runs > 1 THEN 'indep' ELSE 'wide' END, n, round(extract(epoch FROM tc) * 1e6 / n), round(extract(epoch FROM tm) * 1e6 / n),
     round((pg_temp.cpu_ns() - cpu0) / 1e3 / n);
 END $$;
 
