@@ -64,7 +64,9 @@ static void take_gpus(wk_agent_t *a, wk_task_t *t) {
     }
 }
 
-void wk_agent_release(wk_agent_t *a, wk_task_t *t) {
+/* wk_agent_release without waking the claim loop: for a completer releasing a whole batch,
+ * which wakes it once. */
+static void release_quiet(wk_agent_t *a, wk_task_t *t) {
     pthread_mutex_lock(&a->mu);
     if (t->prev) t->prev->next = t->next;
     else a->tasks = t->next;
@@ -78,6 +80,10 @@ void wk_agent_release(wk_agent_t *a, wk_task_t *t) {
     json_decref(t->completion);
     if (t->has_proc) wk_proc_close(&t->proc);
     free(t);
+}
+
+void wk_agent_release(wk_agent_t *a, wk_task_t *t) {
+    release_quiet(a, t);
     wake_claims(a);
 }
 
@@ -268,7 +274,8 @@ static void *completer_main(void *arg) {
         pthread_mutex_unlock(&a->mu);
         if (!n) break; /* exiting, nothing left */
         send_completions(a, &h, batch, n);
-        for (int i = 0; i < n; i++) wk_agent_release(a, batch[i]);
+        for (int i = 0; i < n; i++) release_quiet(a, batch[i]);
+        wake_claims(a); /* once for the batch: its slots are free */
     }
     wk_http_close(&h);
     return NULL;
