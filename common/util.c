@@ -223,8 +223,9 @@ static int write_all(int fd, const void *data, size_t len) {
     return 0;
 }
 
-int weir_write_atomic(const char *path, const void *const *data, const size_t *len, size_t n, char *err,
-                      size_t errlen) {
+/* weir_write_atomic, and without its fsyncs when !durable (weir_write_replace). */
+static int write_replace(const char *path, const void *const *data, const size_t *len, size_t n, int durable,
+                         char *err, size_t errlen) {
     size_t plen = strlen(path);
     char *tmp = malloc(plen + sizeof ".tmp.XXXXXX");
     if (!tmp) {
@@ -238,7 +239,7 @@ int weir_write_atomic(const char *path, const void *const *data, const size_t *l
     int bad = fchmod(fd, 0644);
     for (size_t i = 0; !bad && i < n; i++) bad = write_all(fd, data[i], len[i]);
     /* on disk before the name points at it, or a crash could leave a truncated file under the final name */
-    if (!bad) bad = fsync(fd);
+    if (!bad && durable) bad = fsync(fd);
     int saved = errno;
     if (close(fd) && !bad) { bad = -1; saved = errno; }
     if (!bad && rename(tmp, path)) { bad = -1; saved = errno; }
@@ -248,6 +249,7 @@ int weir_write_atomic(const char *path, const void *const *data, const size_t *l
         goto fail;
     }
     free(tmp);
+    if (!durable) return 0;
     /* makes the rename itself durable; best effort, as some file systems refuse fsync on a directory */
     const char *slash = strrchr(path, '/');
     char dir[4096];
@@ -262,6 +264,16 @@ fail:
     if (err && errlen) snprintf(err, errlen, "%s: cannot write: %s", path, strerror(errno));
     free(tmp);
     return WEIR_EIO;
+}
+
+int weir_write_atomic(const char *path, const void *const *data, const size_t *len, size_t n, char *err,
+                      size_t errlen) {
+    return write_replace(path, data, len, n, 1, err, errlen);
+}
+
+int weir_write_replace(const char *path, const void *const *data, const size_t *len, size_t n, char *err,
+                       size_t errlen) {
+    return write_replace(path, data, len, n, 0, err, errlen);
 }
 
 int weir_model_name_ok(const char *s) {

@@ -52,6 +52,10 @@ int weir_model_name_ok(const char *s);
  * path and the system error. 0, WEIR_EIO or WEIR_ENOMEM. */
 int weir_write_atomic(const char *path, const void *const *data, const size_t *len, size_t n, char *err,
                       size_t errlen);
+/* As weir_write_atomic without the fsyncs, for a file rewritten often whose loss in a crash
+ * costs nothing (a step's progress): a reader still sees the old file or the whole new one. */
+int weir_write_replace(const char *path, const void *const *data, const size_t *len, size_t n, char *err,
+                       size_t errlen);
 
 /* Fills buf with n bytes from the kernel's CSPRNG. 0 or WEIR_EIO. */
 int weir_random_bytes(void *buf, size_t n);

@@ -435,13 +435,7 @@ static void h_progress(weir_step_ctx_t *c, double f, const char *note) {
         c->progress_at = now;
         json_t *p = json_pack("{s:f, s:s}", "fraction", f, "note", note ? note : "");
         char *text = p ? json_dumps(p, JSON_COMPACT) : NULL;
-        char tmp[1100];
-        snprintf(tmp, sizeof tmp, "%s.tmp", pf);
-        FILE *out = text ? fopen(tmp, "w") : NULL;
-        if (out) {
-            int bad = fputs(text, out) < 0;
-            if (fclose(out) || bad || rename(tmp, pf)) unlink(tmp);
-        }
+        if (text) (void)weir_write_replace(pf, (const void *const[]){text}, (size_t[]){strlen(text)}, 1, NULL, 0);
         free(text);
         json_decref(p);
     }
