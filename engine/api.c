@@ -487,12 +487,14 @@ static void auth_keep(weir_sched_t *s, const char *hash, const char *role, const
         if (left <= 0) return;
         if (left < (double)keep) keep = (uint64_t)left;
     }
-    weir_auth_entry_t *slot = NULL;
+    /* the token's own slot, else a free or void one, else the next in turn: one slot per token */
+    weir_auth_entry_t *slot = NULL, *spare = NULL;
     for (int i = 0; i < WEIR_AUTH_CACHE && !slot; i++) {
         weir_auth_entry_t *e = &s->auth[i];
-        if (!strcmp(e->hash, hash) || !e->hash[0] || e->gen != s->auth_gen || e->until <= now) slot = e;
+        if (!strcmp(e->hash, hash)) slot = e;
+        else if (!spare && (!e->hash[0] || e->gen != s->auth_gen || e->until <= now)) spare = e;
     }
-    if (!slot) slot = &s->auth[s->auth_next++ % WEIR_AUTH_CACHE];
+    if (!slot) slot = spare ? spare : &s->auth[s->auth_next++ % WEIR_AUTH_CACHE];
     snprintf(slot->hash, sizeof slot->hash, "%s", hash);
     snprintf(slot->role, sizeof slot->role, "%s", role);
     snprintf(slot->name, sizeof slot->name, "%s", name);
