@@ -67,5 +67,34 @@ OUT=$(sql "DELETE FROM tasks" 2>&1)
 check_contains tasks_never_deleted "$OUT" "tasks rows are never deleted"
 check_eq fk_checks_gone "$(sql "SELECT count(*) FROM pg_constraint WHERE conname IN ('tasks_worker_id_fkey', 'attempts_worker_id_fkey', 'attempts_task_id_fkey')")" 0
 
+# 0013: the hot tables' values are checked by domains, on INSERT and on UPDATE alike
+V=$(printf '%064d' 0)
+sql "INSERT INTO pipelines (name) VALUES ('dom');
+     INSERT INTO pipeline_versions (id, pipeline_id, seq, source, plan, task_count)
+       SELECT '$V', id, 1, '', '{}', 1 FROM pipelines WHERE name = 'dom';
+     INSERT INTO runs (pipeline_id, version_id, trigger_kind) SELECT id, '$V', 'manual' FROM pipelines WHERE name = 'dom';
+     INSERT INTO tasks (run_id, name, step) SELECT max(id), 'a', 'noop' FROM runs;
+     INSERT INTO attempts (task_id, number) SELECT max(id), 1 FROM tasks" >/dev/null
+check_eq check_constraints_moved "$(sql "SELECT count(*) FROM pg_constraint WHERE contype = 'c' AND conrelid IN ('tasks'::regclass, 'attempts'::regclass, 'runs'::regclass)")" 0
+# refused: each names its domain and changes nothing
+refused() { # NAME SQL DOMAIN
+  OUT=$(sql "$2" 2>&1)
+  check_contains "$1" "$OUT" "value for domain $3 violates check constraint"
+}
+refused task_state_checked "UPDATE tasks SET state = 'done' WHERE name = 'a'" weir_task_state
+refused task_counter_checked "UPDATE tasks SET upstream_pending = upstream_pending - 1 WHERE name = 'a'" weir_count
+refused task_attempts_checked "UPDATE tasks SET max_attempts = 0 WHERE name = 'a'" weir_positive
+refused task_memory_checked "UPDATE tasks SET memory_bytes = -1 WHERE name = 'a'" weir_bytes
+refused task_rule_checked "UPDATE tasks SET trigger_rule = 'any' WHERE name = 'a'" weir_trigger_rule
+refused task_kind_checked "INSERT INTO tasks (run_id, name, step, kind) SELECT max(id), 'b', 'noop', 'job' FROM runs" weir_task_kind
+refused attempt_state_checked "UPDATE attempts SET state = 'done'" weir_attempt_state
+refused attempt_number_checked "INSERT INTO attempts (task_id, number) SELECT max(id), 0 FROM tasks" weir_positive
+refused run_state_checked "UPDATE runs SET state = 'done'" weir_run_state
+refused run_trigger_checked "UPDATE runs SET trigger_kind = 'cron'" weir_run_trigger
+check_eq refusals_changed_nothing "$(sql "SELECT t.state || ' ' || t.upstream_pending || ' ' || t.max_attempts || ' ' || a.state || ' ' || r.state || ' ' || (SELECT count(*) FROM tasks) FROM tasks t JOIN attempts a ON a.task_id = t.id JOIN runs r ON r.id = t.run_id")" "pending 0 1 running queued 1"
+# and what is allowed still is
+sql "UPDATE tasks SET state = 'queued', upstream_pending = 0, memory_bytes = 0 WHERE name = 'a'" >/dev/null
+check_eq allowed_values_written "$(sql "SELECT state FROM tasks WHERE name = 'a'")" queued
+
 rm -rf "$TMP"
 finish
