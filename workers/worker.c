@@ -99,6 +99,10 @@ static void trace(const char *what, const wk_task_t *t) {
             (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
 }
 
+/* Set on the completer threads: a noop step that one of them starts from its request's answer
+ * is completed on that thread, which takes it from the queue in its next turn. */
+static __thread int on_completer;
+
 void wk_agent_complete(wk_agent_t *a, wk_task_t *t) {
     trace("done", t);
     pthread_mutex_lock(&a->mu);
@@ -113,7 +117,10 @@ void wk_agent_complete(wk_agent_t *a, wk_task_t *t) {
     if (a->qtail) a->qtail->qnext = t;
     else a->qhead = t;
     a->qtail = t;
-    pthread_cond_signal(&a->qcond); /* one completer; a busy one takes it when its request is answered */
+    /* one completer; a busy one takes it when its request is answered. None from a completer's
+     * own thread: waking the other one cost a chain's hop two context switches and a contended
+     * lock before its report left (docs/decisions.md, "A hop's wake-ups"). */
+    if (!on_completer) pthread_cond_signal(&a->qcond);
     pthread_mutex_unlock(&a->mu);
 }
 
@@ -182,8 +189,9 @@ enum {
 
 /* Sends the reports of batch[0..n) in one request, retrying transport failures and 5xx until
  * it gets an answer; a report abandoned meanwhile is left out of the next try. The scheduler
- * answers each report as the per-attempt route would: 200 (or a duplicate), else refused. */
-static void send_completions(wk_agent_t *a, wk_http_t *h, wk_task_t **batch, int n) {
+ * answers each report as the per-attempt route would: 200 (or a duplicate), else refused.
+ * Returns how many tasks the answer handed over (started here), 0 when none came. */
+static int send_completions(wk_agent_t *a, wk_http_t *h, wk_task_t **batch, int n) {
     int delay = 100;
     for (;;) {
         json_t *list = json_array();
@@ -199,7 +207,7 @@ static void send_completions(wk_agent_t *a, wk_http_t *h, wk_task_t **batch, int
             json_array_append_new(list, c);
             sent[m++] = t;
         }
-        if (!m) { json_decref(list); return; }
+        if (!m) { json_decref(list); return 0; }
         json_t *body = json_pack("{s:o}", "completions", list);
         /* what these tasks free is leased again in the same transaction: their successors
          * come back in the answer (the immediate hand-off) */
@@ -231,22 +239,23 @@ static void send_completions(wk_agent_t *a, wk_http_t *h, wk_task_t **batch, int
                                   sent[k]->attempt, r ? json_string_value(json_object_get(r, "message")) : "no answer");
             }
             size_t i;
-            json_t *x;
-            json_array_foreach(json_object_get(res.json, "tasks"), i, x) start_task(a, x, sent_at);
+            json_t *x, *tasks = json_object_get(res.json, "tasks");
+            json_array_foreach(tasks, i, x) start_task(a, x, sent_at);
+            int started = (int)json_array_size(tasks);
             wk_resp_free(&res);
-            return;
+            return started;
         }
         if (!rc && res.status < 500 && res.status != 408 && res.status != 429) {
             weir_log_warn("worker: %d completions refused: %s", m, res.error);
             wk_resp_free(&res);
-            return;
+            return 0;
         }
         weir_log_warn("worker: %d completions: %s; retrying", m, rc ? "no scheduler answered" : res.error);
         if (!rc) wk_resp_free(&res);
         for (int w = 0; w < delay; w += 20) {
             int live = 0;
             for (int k = 0; k < m && !live; k++) live = !atomic_load(&sent[k]->abandoned);
-            if (!live) return;
+            if (!live) return 0;
             usleep(20000);
         }
         if (delay < 5000) delay *= 2;
@@ -257,6 +266,7 @@ static void send_completions(wk_agent_t *a, wk_http_t *h, wk_task_t **batch, int
  * waits for the scheduler's commit, the next reports gather for the next request. */
 static void *completer_main(void *arg) {
     wk_agent_t *a = arg;
+    on_completer = 1;
     wk_http_t h;
     if (wk_http_init(&h, &a->sched)) return NULL;
     wk_task_t *batch[COMPLETION_BATCH];
@@ -273,9 +283,11 @@ static void *completer_main(void *arg) {
         if (!a->qhead) a->qtail = NULL;
         pthread_mutex_unlock(&a->mu);
         if (!n) break; /* exiting, nothing left */
-        send_completions(a, &h, batch, n);
+        int started = send_completions(a, &h, batch, n);
         for (int i = 0; i < n; i++) release_quiet(a, batch[i]);
-        wake_claims(a); /* once for the batch: its slots are free */
+        /* once for the batch, when its slots are not all taken again by what the answer brought
+         * (the claim loop asks for more then), or to let a draining worker's claim loop end */
+        if (started < n || atomic_load(&a->draining)) wake_claims(a);
     }
     wk_http_close(&h);
     return NULL;
