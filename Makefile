@@ -87,7 +87,8 @@ $(BUILD)/gen/%_lua.c: dsl/%.lua tools/embed.sh
 	sh tools/embed.sh $< weir_lua_$(subst -,_,$*) > $@
 
 # Migrations are embedded too, so that an installed binary can migrate without a source tree.
-$(BUILD)/gen/migrations.c: $(wildcard migrations/*.sql) tools/embed-migrations.sh
+# The directory is a prerequisite too: a file removed or renamed changes only its mtime.
+$(BUILD)/gen/migrations.c: $(wildcard migrations/*.sql) migrations tools/embed-migrations.sh
 	@mkdir -p $(dir $@)
 	sh tools/embed-migrations.sh $(wildcard migrations/*.sql) > $@
 
