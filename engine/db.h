@@ -6,6 +6,9 @@
  * Several transactions may be in flight at once; their callbacks run in
  * submission order, each only after its commit (or failure) is known.
  * The connection's socket is watched by the loop; nothing here blocks.
+ * Each statement text is prepared on the connection the first time it is sent
+ * and run by name after that (see db.c), so it is parsed and planned once per
+ * connection, not on every execution.
  *
  * When the connection is lost, every transaction in flight fails with
  * WEIR_EUNAVAIL (its outcome unknown to the caller), new submissions fail the

@@ -863,6 +863,226 @@ TEST(socket_replaced_while_connecting) {
     env_finish(&e);
 }
 
+/* ---- prepared statements --------------------------------------------------- */
+
+/* Runs one statement in its own transaction and waits for it; the result is in r. */
+static void run1(env_t *e, rec_t *r, const char *sql, int nparams, const char *const *params) {
+    memset(r, 0, sizeof *r);
+    submit(tx1(e, sql, nparams, params), r);
+    RUN_UNTIL(e, r->called, 5000);
+    CHECK_EQ(r->called, 1);
+}
+
+/* "statements/executions" for those of the db's own session with this text (prepared statements
+ * belong to a session, so this is asked through the db itself). */
+static void prepared(env_t *e, const char *text, char *out, size_t len) {
+    rec_t r;
+    run1(e, &r, "SELECT count(*) || '/' || coalesce(sum(generic_plans + custom_plans), 0) "
+                "FROM pg_prepared_statements WHERE statement = $1",
+         1, (const char *[]){text});
+    CHECK_EQ(r.status, 0);
+    snprintf(out, len, "%s", r.val[0]);
+    rec_free(&r);
+}
+
+/* A statement is prepared the first time it is sent and run by name after that: PostgreSQL
+ * parses and plans it once per connection. Transactions pipelined behind the one that prepares
+ * it send it unnamed until that Parse is known to have worked. */
+TEST(statements_are_prepared_once_per_connection) {
+    NEED_PG();
+    env_t e;
+    env_connect(&e);
+    const char *sql = "SELECT $1::int + 1";
+    rec_t r;
+    for (int i = 0; i < 3; i++) {
+        run1(&e, &r, sql, 1, (const char *[]){"41"});
+        CHECK_EQ(r.status, 0);
+        CHECK_STR(r.val[0], "42");
+        rec_free(&r);
+    }
+    char got[64];
+    prepared(&e, sql, got, sizeof got);
+    CHECK_STR(got, "1/3");
+
+    /* ten at once, the first of them new: one Parse, every answer right */
+    const char *sql2 = "SELECT $1::int * 2";
+    rec_t many[10];
+    char arg[10][16];
+    for (int i = 0; i < 10; i++) {
+        memset(&many[i], 0, sizeof many[i]);
+        snprintf(arg[i], sizeof arg[i], "%d", i);
+        submit(tx1(&e, sql2, 1, (const char *[]){arg[i]}), &many[i]);
+    }
+    RUN_UNTIL(&e, many[9].called, 5000);
+    for (int i = 0; i < 10; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "%d", 2 * i);
+        CHECK_EQ(many[i].status, 0);
+        CHECK_STR(many[i].val[0], want);
+        rec_free(&many[i]);
+    }
+    prepared(&e, sql2, got, sizeof got);
+    CHECK(got[0] == '1' && got[1] == '/' && atoi(got + 2) >= 1); /* one statement, run at least once by name */
+
+    /* a transaction that creates a table and then uses it: the Parse comes after the CREATE */
+    char mk[128], ins[128];
+    snprintf(mk, sizeof mk, "CREATE TABLE t_prep_%d (k int)", getpid());
+    snprintf(ins, sizeof ins, "INSERT INTO t_prep_%d VALUES ($1) RETURNING k", getpid());
+    weir_db_tx_t *tx = weir_db_tx_new(e.db);
+    CHECK_EQ(weir_db_tx_add(tx, mk, 0, NULL), 0);
+    CHECK_EQ(weir_db_tx_add(tx, ins, 1, (const char *[]){"7"}), 1);
+    memset(&r, 0, sizeof r);
+    submit(tx, &r);
+    RUN_UNTIL(&e, r.called, 5000);
+    CHECK_EQ(r.status, 0);
+    CHECK_STR(r.val[1], "7");
+    rec_free(&r);
+    env_finish(&e);
+}
+
+/* A statement whose Parse fails (or is skipped because an earlier statement failed) is not
+ * taken for prepared: the next transaction prepares it again, and the error is the server's
+ * own, never "prepared statement does not exist". */
+TEST(a_statement_that_failed_to_prepare_is_prepared_again) {
+    NEED_PG();
+    env_t e;
+    env_connect(&e);
+    int pid = getpid();
+    char sel[128];
+    snprintf(sel, sizeof sel, "SELECT count(*) FROM t_later_%d WHERE k > $1", pid);
+    /* two at once: the second is behind the failed Parse, and says what the first says */
+    rec_t r, r2;
+    memset(&r, 0, sizeof r);
+    memset(&r2, 0, sizeof r2);
+    submit(tx1(&e, sel, 1, (const char *[]){"0"}), &r);
+    submit(tx1(&e, sel, 1, (const char *[]){"0"}), &r2);
+    RUN_UNTIL(&e, r2.called, 5000);
+    CHECK_EQ(r.status, WEIR_EDB);
+    CHECK_STR(r.sqlstate, "42P01");
+    CHECK_CONTAINS(r.error, "does not exist");
+    CHECK_EQ(r2.status, WEIR_EDB);
+    CHECK_STR(r2.sqlstate, "42P01");
+    rec_free(&r);
+    rec_free(&r2);
+    /* skipped: the statement before it fails, so its Parse never runs */
+    char sel2[128];
+    snprintf(sel2, sizeof sel2, "SELECT count(*) + $1::int FROM t_later_%d", pid);
+    weir_db_tx_t *tx = weir_db_tx_new(e.db);
+    CHECK_EQ(weir_db_tx_add(tx, "SELECT 1 / 0", 0, NULL), 0);
+    CHECK_EQ(weir_db_tx_add(tx, sel2, 1, (const char *[]){"5"}), 1);
+    memset(&r, 0, sizeof r);
+    submit(tx, &r);
+    RUN_UNTIL(&e, r.called, 5000);
+    CHECK_EQ(r.status, WEIR_EDB);
+    CHECK_STR(r.sqlstate, "22012");
+    rec_free(&r);
+    bexec("CREATE TABLE t_later_%d (k int)", pid);
+    bexec("INSERT INTO t_later_%d VALUES (1), (2)", pid);
+    for (int i = 0; i < 2; i++) {
+        run1(&e, &r, sel, 1, (const char *[]){"0"});
+        CHECK_EQ(r.status, 0);
+        CHECK_STR(r.val[0], "2");
+        rec_free(&r);
+        run1(&e, &r, sel2, 1, (const char *[]){"5"});
+        CHECK_EQ(r.status, 0);
+        CHECK_STR(r.val[0], "7");
+        rec_free(&r);
+    }
+    char got[64];
+    prepared(&e, sel, got, sizeof got);
+    CHECK_STR(got, "1/2");
+    prepared(&e, sel2, got, sizeof got);
+    CHECK_STR(got, "1/2");
+    env_finish(&e);
+}
+
+/* A function replaced by one that returns another type: PostgreSQL refuses the old prepared
+ * statement once ("cached plan must not change result type"), and the next run prepares it
+ * again. After a reconnect every statement is prepared again on the new session. */
+TEST(prepared_statements_after_a_type_change_and_a_reconnect) {
+    NEED_PG();
+    env_t e;
+    env_connect(&e);
+    int pid = getpid();
+    bexec("CREATE FUNCTION f_prep_%d() RETURNS int LANGUAGE sql AS 'SELECT 1'", pid);
+    char call[64];
+    snprintf(call, sizeof call, "SELECT f_prep_%d()", pid);
+    rec_t r;
+    run1(&e, &r, call, 0, NULL);
+    CHECK_EQ(r.status, 0);
+    CHECK_STR(r.val[0], "1");
+    rec_free(&r);
+    bexec("DROP FUNCTION f_prep_%d(); CREATE FUNCTION f_prep_%d() RETURNS text LANGUAGE sql AS 'SELECT ''two'''", pid,
+          pid);
+    int failed = 0, last_ok = 0;
+    for (int i = 0; i < 3; i++) {
+        run1(&e, &r, call, 0, NULL);
+        last_ok = r.status == 0;
+        if (r.status) {
+            CHECK_STR(r.sqlstate, "0A000");
+            failed++;
+        } else {
+            CHECK_STR(r.val[0], "two");
+        }
+        rec_free(&r);
+    }
+    CHECK(failed <= 1);
+    CHECK(last_ok);
+
+    /* a new connection has none of them: they are prepared again there */
+    long pid1 = backend_pid(&e);
+    CHECK_EQ(bnum("SELECT pg_terminate_backend(%ld)::int", pid1), 1);
+    RUN_UNTIL(&e, weir_db_session(e.db) == 0, 5000);
+    RUN_UNTIL(&e, weir_db_connected(e.db), 5000);
+    CHECK(weir_db_connected(e.db));
+    run1(&e, &r, call, 0, NULL);
+    CHECK_EQ(r.status, 0);
+    CHECK_STR(r.val[0], "two");
+    rec_free(&r);
+    char got[64];
+    prepared(&e, call, got, sizeof got);
+    CHECK_STR(got, "1/1");
+    env_finish(&e);
+}
+
+/* More different statements than a connection keeps prepared: the rest run unnamed, and all of
+ * them answer. */
+TEST(more_statements_than_are_kept_prepared) {
+    NEED_PG();
+    env_t e;
+    env_connect(&e);
+    enum { N = 200 };
+    static rec_t r[N];
+    static char sql[N][64];
+    for (int i = 0; i < N; i++) {
+        memset(&r[i], 0, sizeof r[i]);
+        snprintf(sql[i], sizeof sql[i], "SELECT %d + $1::int", i);
+        submit(tx1(&e, sql[i], 1, (const char *[]){"1"}), &r[i]);
+    }
+    RUN_UNTIL(&e, r[N - 1].called, 10000);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < N; i++) {
+            char want[16];
+            snprintf(want, sizeof want, "%d", i + 1);
+            CHECK_EQ(r[i].called, 1);
+            CHECK_EQ(r[i].status, 0);
+            CHECK_STR(r[i].val[0], want);
+            rec_free(&r[i]);
+            if (round == 0) {
+                memset(&r[i], 0, sizeof r[i]);
+                submit(tx1(&e, sql[i], 1, (const char *[]){"1"}), &r[i]);
+            }
+        }
+        if (round == 0) RUN_UNTIL(&e, r[N - 1].called, 10000);
+    }
+    rec_t c;
+    run1(&e, &c, "SELECT count(*) FROM pg_prepared_statements", 0, NULL);
+    CHECK_EQ(c.status, 0);
+    CHECK(atol(c.val[0]) >= 100 && atol(c.val[0]) <= 128);
+    rec_free(&c);
+    env_finish(&e);
+}
+
 /* ---- connection loss ----------------------------------------------------- */
 
 TEST(killed_while_idle_reconnects) {
@@ -1142,6 +1362,10 @@ UNIT_MAIN(db,
           CASE(bad_address_keeps_retrying_until_it_works),
           CASE(server_that_never_answers_times_out),
           CASE(socket_replaced_while_connecting),
+          CASE(statements_are_prepared_once_per_connection),
+          CASE(a_statement_that_failed_to_prepare_is_prepared_again),
+          CASE(prepared_statements_after_a_type_change_and_a_reconnect),
+          CASE(more_statements_than_are_kept_prepared),
           CASE(killed_while_idle_reconnects),
           CASE(notifications_and_session_numbers),
           CASE(killed_with_transactions_in_flight),
