@@ -106,6 +106,16 @@ peak_rss() { awk '/VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$SP/status"; }
 # scheduler gives the compile's memory back on its next tick, so wait for that first
 reset_peak() { sleep 0.5; echo 5 >"/proc/$SP/clear_refs" 2>/dev/null || true; }
 
+# settle : VACUUM ANALYZE before a phase, as pgbench does before its runs. Each phase is then
+# measured on a settled database, not while autovacuum cleans up after the phase before it (the
+# 40,000 tasks of the throughput phases made a 500-task chain's hand-off about 10-40 % slower
+# and doubled PostgreSQL's CPU beside it). The time it took is printed.
+settle() {
+  t0=$(date +%s.%N)
+  q "VACUUM ANALYZE" >/dev/null
+  echo "settle:      VACUUM ANALYZE in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }') s"
+}
+
 start_workers() {
   for i in 1 2 3 4; do
     WEIR_WORKER_TRACE="$TMP/trace$i" "$WEIR" worker --scheduler "$WEIR_URL" --token "$WK" --slots ${SLOTS:-64} \
@@ -131,6 +141,7 @@ wait_runs single
 echo "independent: $(rate single); runs admitted 1,000 at a time (max_active_runs); $(cpu_since "$c0")"
 
 wide wide20k 20000
+settle
 reset_peak
 c0=$(cpu_now)
 "$WEIR" trigger wide20k >/dev/null
@@ -143,6 +154,7 @@ local prev
 for i = 1, 500 do prev = task(string.format("c%03d", i)) { step = "noop", after = prev } end
 LUA
 "$WEIR" apply "$TMP/chain.lua" >/dev/null
+settle
 c0=$(cpu_now)
 "$WEIR" trigger chain >/dev/null
 wait_runs chain
@@ -166,6 +178,7 @@ for n in 1000 10000 100000; do
   reset_peak
   wide "w$n" "$n"
   compiled=$(peak_rss)
+  settle
   reset_peak
   c0=$(cpu_now)
   "$WEIR" trigger "w$n" >/dev/null
