@@ -815,6 +815,35 @@ check_eq twoq_second_after "$(wk POST "/v1/workers/$TW/claim" -d '{"free_slots":
 for t in g1 g2; do [ "$(tstate "$TQ" $t)" = running ] && finish_task "$TW" "$TQ" $t succeeded >/dev/null; done
 check_eq twoq_run_succeeded "$(rstate "$TQ")" succeeded
 
+# --- plans that do not depend on how many tasks ran when the statistics were taken ----------------------
+# Statistics gathered while nothing runs (an idle install's autovacuum) estimate one running task;
+# the completion's and the heartbeat's generic plans must still find the tasks they name by
+# primary key, not scan every running task for each report (migrations/0014_lease_index.sql).
+sql "ANALYZE tasks" >/dev/null
+apply plans 'pipeline "plans" { max_active_runs = 10, defaults = { resources = { queue = "plq" } } }
+task "x1" { step = "noop" }
+task "x2" { step = "noop" }
+task "x3" { step = "noop" }' || not_ok plans_apply "apply failed"
+PLR=$(trigger plans)
+PLW=$(register plw plq 3)
+check_eq plans_three_running "$(claimed "$PLW" 3)" "x1 x2 x3"
+px=$(tid "$PLR" x1)
+# auto_explain shows the plan of every statement the functions run, as this session plans them
+$PSQL -X -q -v ON_ERROR_STOP=1 "$PGCONN" >"$TMP/plans.out" 2>&1 <<SQL
+LOAD 'auto_explain';
+SET auto_explain.log_min_duration = 0;
+SET auto_explain.log_nested_statements = on;
+SET auto_explain.log_level = notice;
+SET client_min_messages = notice;
+SELECT weir_heartbeat($PLW, '[{"task_id": $px, "attempt": 1}]', 30000)->>'code';
+SELECT weir_complete_many('[{"worker": $PLW, "task": $px, "attempt": 1, "status": "succeeded"}]')->'results'->0->>'state';
+SQL
+check_eq plans_explained "$(grep -c 'Update on tasks' "$TMP/plans.out")" 3
+check_eq plans_no_scan_of_running "$(grep -c 'tasks_leases' "$TMP/plans.out")" 0
+check_eq plans_completion_by_id "$(grep -c 'Index Cond: (id = inp.tid)' "$TMP/plans.out")" 1
+for t in x2 x3; do finish_task "$PLW" "$PLR" $t succeeded >/dev/null; done
+check_eq plans_run_succeeded "$(rstate "$PLR")" succeeded
+
 # --- invariants over everything above --------------------------------------------------------------------
 check_eq inv_no_task_completed_twice "$(sql "SELECT count(*) FROM (SELECT task_id, attempt FROM events WHERE kind = 'task.state'
   AND from_state = 'running' GROUP BY task_id, attempt HAVING count(*) > 1) x")" 0
