@@ -108,8 +108,8 @@ reset_peak() { sleep 0.5; echo 5 >"/proc/$SP/clear_refs" 2>/dev/null || true; }
 
 # settle : VACUUM ANALYZE before a phase, as pgbench does before its runs. Each phase is then
 # measured on a settled database, not while autovacuum cleans up after the phase before it (the
-# 40,000 tasks of the throughput phases made a 500-task chain's hand-off about 10-40 % slower
-# and doubled PostgreSQL's CPU beside it). The time it took is printed.
+# 40,000 tasks of the throughput phases made a 500-task chain's hand-off 20-30 % slower and
+# PostgreSQL's CPU during it about 40 % more). The time it took is printed.
 settle() {
   t0=$(date +%s.%N)
   q "VACUUM ANALYZE" >/dev/null
