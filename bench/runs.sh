@@ -100,6 +100,9 @@ cpu_since() {
     'BEGIN { printf "cpu: postgres %.2f s, scheduler %.2f s, workers %.2f s", (d - a) / hz, (e - b) / hz, (f - c) / hz }'
 }
 
+# since T0 : seconds from T0 (a date +%s.%N) to now, to two places
+since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
+
 peak_rss() { awk '/VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$SP/status"; }
 # the peak from now on: compiling a big pipeline (weir apply, in the scheduler's sandbox) has a
 # peak of its own, reported apart from the run's (Linux resets VmHWM on "5" > clear_refs); the
@@ -113,7 +116,7 @@ reset_peak() { sleep 0.5; echo 5 >"/proc/$SP/clear_refs" 2>/dev/null || true; }
 settle() {
   t0=$(date +%s.%N)
   q "VACUUM ANALYZE" >/dev/null
-  echo "settle:      VACUUM ANALYZE in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }') s"
+  echo "settle:      VACUUM ANALYZE in $(since "$t0") s"
 }
 
 start_workers() {
@@ -134,7 +137,7 @@ LUA
 "$WEIR" apply "$TMP/single.lua" >/dev/null
 t0=$(date +%s.%N)
 q "SELECT count(weir_run_create('single', '{}', 'manual', 'bench')) FROM generate_series(1, 20000)" >/dev/null
-echo "independent: 20,000 runs created in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }') s (one transaction)"
+echo "independent: 20,000 runs created in $(since "$t0") s (one transaction)"
 start_workers
 c0=$(cpu_now)
 wait_runs single

@@ -191,11 +191,17 @@ static unsigned prep_hash(const char *sql, int nparams) {
 
 static void prep_name(unsigned id, char out[24]) { snprintf(out, 24, "weir_%u", id); }
 
+/* Slot k, if it still holds statement id (a forgotten statement's slot is reused); else NULL. */
+static db_prep_t *prep_live(weir_db_t *db, int k, unsigned id) {
+    return k >= 0 && k < db->nprep && db->prep[k].sql && db->prep[k].id == id ? &db->prep[k] : NULL;
+}
+
 /* Forgets slot k if it still holds statement id: the next use prepares it again. */
 static void prep_forget(weir_db_t *db, int k, unsigned id) {
-    if (k < 0 || k >= db->nprep || !db->prep[k].sql || db->prep[k].id != id) return;
-    free(db->prep[k].sql);
-    db->prep[k].sql = NULL;
+    db_prep_t *p = prep_live(db, k, id);
+    if (!p) return;
+    free(p->sql);
+    p->sql = NULL;
 }
 
 /* A new connection has no prepared statements. */
@@ -358,10 +364,9 @@ static void read_results(weir_db_t *db) {
             /* the result of the Parse that prepared it: from now on it is used by name, or, when
              * the Parse failed or was skipped, prepared again the next time */
             s->prep_parse = 0;
-            if (st == PGRES_COMMAND_OK && db->prep[s->prep].sql && db->prep[s->prep].id == s->prep_id)
-                db->prep[s->prep].ready = 1;
-            else
-                prep_forget(db, s->prep, s->prep_id);
+            db_prep_t *p = prep_live(db, s->prep, s->prep_id);
+            if (p && st == PGRES_COMMAND_OK) p->ready = 1;
+            else prep_forget(db, s->prep, s->prep_id);
             PQclear(r);
             continue;
         }
