@@ -12,6 +12,8 @@ sh bench/apply.sh build/weir
 echo "== runs"
 sh bench/runs.sh build/weir
 sh bench/sql.sh build/weir
+echo "== against graphile-worker (the same machine, in turn)"
+sh bench/compare.sh build/weir
 echo "== train (weir vs scikit-learn)"; sh bench/train.sh build/bench/train
 echo "== gpu (train.mlp and infer.batch throughput, 1M synthetic rows, CPU against CUDA)"
 build/bench/gpu 1000000 1

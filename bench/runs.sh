@@ -13,7 +13,8 @@
 # phase: PostgreSQL (every backend of the cluster), the scheduler, the 4 workers. The scheduler's
 # peak memory is VmHWM from /proc. Usage: sh bench/runs.sh [build/weir]. SCALE_MAX=10000 skips
 # the 100,000-task run; SCHED_ARGS adds flags to the scheduler (e.g. --tick 100ms), SLOTS sets the
-# workers' slots (64).
+# workers' slots (64); PHASES picks phases ("independent wide chain scale", the default), as
+# bench/compare.sh does.
 set -eu
 cd "$(dirname "$0")/.."
 WEIR=${1:-build/weir}
@@ -103,17 +104,21 @@ cpu_since() {
 # since T0 : seconds from T0 (a date +%s.%N) to now, to two places
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
 
+# phase NAME : whether PHASES asks for it
+phase() { case " ${PHASES:-independent wide chain scale} " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
 peak_rss() { awk '/VmHWM/ {printf "%.1f MiB", $2 / 1024}' "/proc/$SP/status"; }
 # the peak from now on: compiling a big pipeline (weir apply, in the scheduler's sandbox) has a
 # peak of its own, reported apart from the run's (Linux resets VmHWM on "5" > clear_refs); the
 # scheduler gives the compile's memory back on its next tick, so wait for that first
 reset_peak() { sleep 0.5; echo 5 >"/proc/$SP/clear_refs" 2>/dev/null || true; }
 
-# settle : VACUUM ANALYZE before a phase, as pgbench does before its runs. Each phase is then
-# measured on a settled database, not while autovacuum cleans up after the phase before it (the
-# 40,000 tasks of the throughput phases made a 500-task chain's hand-off 20-30 % slower and
-# PostgreSQL's CPU during it about 40 % more). The time it took is printed.
+# settle : VACUUM ANALYZE before each phase after the first, as pgbench does before its runs.
+# Each phase is then measured on a settled database, not while autovacuum cleans up after the
+# phase before it (the 40,000 tasks of the throughput phases made a 500-task chain's hand-off
+# 20-30 % slower and PostgreSQL's CPU during it about 40 % more). The time it took is printed.
 settle() {
+  [ "$(q "SELECT EXISTS (SELECT FROM runs)")" = t ] || return 0 # the first phase: nothing to settle
   t0=$(date +%s.%N)
   q "VACUUM ANALYZE" >/dev/null
   echo "settle:      VACUUM ANALYZE in $(since "$t0") s"
@@ -130,53 +135,62 @@ start_workers() {
 echo "== runs: 4 workers x 64 slots, noop steps, durable commits, on $(nproc) cores"
 
 # independent runs, made before the workers start so that they are drained at full speed
-cat >"$TMP/single.lua" <<'LUA'
+if phase independent; then
+  cat >"$TMP/single.lua" <<'LUA'
 pipeline "single" { max_active_runs = 1000 }
 task "only" { step = "noop" }
 LUA
-"$WEIR" apply "$TMP/single.lua" >/dev/null
-t0=$(date +%s.%N)
-q "SELECT count(weir_run_create('single', '{}', 'manual', 'bench')) FROM generate_series(1, 20000)" >/dev/null
-echo "independent: 20,000 runs created in $(since "$t0") s (one transaction)"
-start_workers
-c0=$(cpu_now)
-wait_runs single
-echo "independent: $(rate single); runs admitted 1,000 at a time (max_active_runs); $(cpu_since "$c0")"
+  "$WEIR" apply "$TMP/single.lua" >/dev/null
+  t0=$(date +%s.%N)
+  q "SELECT count(weir_run_create('single', '{}', 'manual', 'bench')) FROM generate_series(1, 20000)" >/dev/null
+  echo "independent: 20,000 runs created in $(since "$t0") s (one transaction)"
+  start_workers
+  c0=$(cpu_now)
+  wait_runs single
+  echo "independent: $(rate single); runs admitted 1,000 at a time (max_active_runs); $(cpu_since "$c0")"
+else
+  start_workers
+fi
 
-wide wide20k 20000
-settle
-reset_peak
-c0=$(cpu_now)
-"$WEIR" trigger wide20k >/dev/null
-wait_runs wide20k
-echo "wide:        $(rate wide20k), scheduler peak RSS $(peak_rss); $(cpu_since "$c0")"
+if phase wide; then
+  wide wide20k 20000
+  settle
+  reset_peak
+  c0=$(cpu_now)
+  "$WEIR" trigger wide20k >/dev/null
+  wait_runs wide20k
+  echo "wide:        $(rate wide20k), scheduler peak RSS $(peak_rss); $(cpu_since "$c0")"
+fi
 
-cat >"$TMP/chain.lua" <<'LUA'
+if phase chain; then
+  cat >"$TMP/chain.lua" <<'LUA'
 pipeline "chain" {}
 local prev
 for i = 1, 500 do prev = task(string.format("c%03d", i)) { step = "noop", after = prev } end
 LUA
-"$WEIR" apply "$TMP/chain.lua" >/dev/null
-settle
-c0=$(cpu_now)
-"$WEIR" trigger chain >/dev/null
-wait_runs chain
-cat "$TMP"/trace? >"$TMP/trace.all"
-q "CREATE TABLE bench_trace (what text, task_id bigint, attempt int, us bigint)"
-$PSQL -X -q -c "\\copy bench_trace FROM '$TMP/trace.all' WITH (FORMAT text, DELIMITER ' ')" "$DB"
-q "SELECT 'chain:       500 tasks in ' || (SELECT round(extract(epoch FROM r.finished_at - r.started_at)::numeric, 2)
-            FROM runs r JOIN pipelines p ON p.id = r.pipeline_id WHERE p.name = 'chain') ||
-          ' s; hand-off (a task ends on its worker -> its successor starts on a worker) p50 ' ||
-          round((percentile_cont(0.5) WITHIN GROUP (ORDER BY h) / 1000)::numeric, 2) || ' ms, p99 ' ||
-          round((percentile_cont(0.99) WITHIN GROUP (ORDER BY h) / 1000)::numeric, 2) || ' ms, max ' ||
-          round((max(h) / 1000)::numeric, 2) || ' ms'
-     FROM (SELECT b.us - a.us AS h FROM task_edges e JOIN tasks t ON t.id = e.downstream_id
-             JOIN runs r ON r.id = t.run_id JOIN pipelines p ON p.id = r.pipeline_id AND p.name = 'chain'
-             JOIN bench_trace a ON a.task_id = e.upstream_id AND a.what = 'done'
-             JOIN bench_trace b ON b.task_id = e.downstream_id AND b.what = 'start') x"
-echo "chain:       $(cpu_since "$c0")"
+  "$WEIR" apply "$TMP/chain.lua" >/dev/null
+  settle
+  c0=$(cpu_now)
+  "$WEIR" trigger chain >/dev/null
+  wait_runs chain
+  cat "$TMP"/trace? >"$TMP/trace.all"
+  q "CREATE TABLE bench_trace (what text, task_id bigint, attempt int, us bigint)"
+  $PSQL -X -q -c "\\copy bench_trace FROM '$TMP/trace.all' WITH (FORMAT text, DELIMITER ' ')" "$DB"
+  q "SELECT 'chain:       500 tasks in ' || (SELECT round(extract(epoch FROM r.finished_at - r.started_at)::numeric, 2)
+              FROM runs r JOIN pipelines p ON p.id = r.pipeline_id WHERE p.name = 'chain') ||
+            ' s; hand-off (a task ends on its worker -> its successor starts on a worker) p50 ' ||
+            round((percentile_cont(0.5) WITHIN GROUP (ORDER BY h) / 1000)::numeric, 2) || ' ms, p99 ' ||
+            round((percentile_cont(0.99) WITHIN GROUP (ORDER BY h) / 1000)::numeric, 2) || ' ms, max ' ||
+            round((max(h) / 1000.0)::numeric, 2) || ' ms'
+       FROM (SELECT b.us - a.us AS h FROM task_edges e JOIN tasks t ON t.id = e.downstream_id
+               JOIN runs r ON r.id = t.run_id JOIN pipelines p ON p.id = r.pipeline_id AND p.name = 'chain'
+               JOIN bench_trace a ON a.task_id = e.upstream_id AND a.what = 'done'
+               JOIN bench_trace b ON b.task_id = e.downstream_id AND b.what = 'start') x"
+  echo "chain:       $(cpu_since "$c0")"
+fi
 
 for n in 1000 10000 100000; do
+  phase scale || continue
   [ "$n" -gt "${SCALE_MAX:-100000}" ] && continue
   reset_peak
   wide "w$n" "$n"
