@@ -34,6 +34,32 @@ wait $B; RB=$?
 check_eq concurrent_both_ok "$RA$RB" "00"
 check_eq concurrent_applied_once "$(cat "$TMP/a" "$TMP/b" | grep -c 'applied 0001')" 1
 
+# Plans made on that fresh install, whose tables are empty: the scheduler keeps a function's plans
+# for its session while the tables grow, and tasks and attempts keep every run's history, so the
+# timer, a heartbeat and a log chunk must find their rows through indexes even when a scan of the
+# whole table looked cheaper (0015_timer_plans.sql). auto_explain shows each statement's plan.
+CW=$($PSQL -X -A -t -q -c "INSERT INTO workers (name, queues, slots) VALUES ('plans', '{default}', 1) RETURNING id" "$C")
+$PSQL -X -q -v ON_ERROR_STOP=1 "$C" >"$TMP/plans.out" 2>&1 <<SQL
+LOAD 'auto_explain';
+SET auto_explain.log_min_duration = 0;
+SET auto_explain.log_nested_statements = on;
+SET auto_explain.log_level = notice;
+SET client_min_messages = notice;
+SELECT weir_tick()->>'code';
+SELECT weir_heartbeat($CW, '[{"task_id": 1, "attempt": 1}]', 30000)->>'code';
+SELECT weir_log_append($CW, 1, 1, 0, 3, '\\x616263', 1048576)->>'code';
+SQL
+check_eq fresh_plans_explained "$(grep -c -e 'lease_expires_at < now()$' -e 'Update on tasks t' -e 'FROM tasks WHERE id = p_task' \
+  "$TMP/plans.out")" 3
+check_eq fresh_plans_no_seq_scan "$(grep -c -e 'Seq Scan on tasks' -e 'Seq Scan on attempts' "$TMP/plans.out")" 0
+# nor an index read whole: each index scan of the two tables has its condition on the next line
+check_eq fresh_plans_index_conditions "$(awk 'prev { if ($0 !~ /Index Cond/) n++; prev = 0 }
+  /(Index Scan using [a-z_]+|Bitmap Index Scan) on (tasks|attempts)/ { prev = 1 } END { print n + 0 }' "$TMP/plans.out")" 0
+for f in weir_tick weir_heartbeat weir_log_append; do
+  check_eq "${f}_never_seq_scans" "$(sql "SELECT array_to_string(proconfig, ' ') FROM pg_proc WHERE proname = '$f'")" \
+    "enable_seqscan=off"
+done
+
 # an edited file is refused, by name, and nothing changes
 cp -r migrations "$TMP/m"
 "$WEIR" migrate --database "$PGCONN" --dir "$TMP/m" >/dev/null
