@@ -37,6 +37,15 @@ finish() {
 # sql "SELECT ..." : one value, unaligned, from the suite's database.
 sql() { $PSQL -X -A -t -q -c "$1" "$PGCONN"; }
 
+# explained CONN : the SQL on stdin in one session, with auto_explain printing the plan of every
+# statement it runs (those inside functions too, as that session plans them); psql's output
+explained() {
+  { printf '%s\n' "LOAD 'auto_explain';" "SET auto_explain.log_min_duration = 0;" \
+      "SET auto_explain.log_nested_statements = on;" "SET auto_explain.log_level = notice;" \
+      "SET client_min_messages = notice;"
+    cat; } | $PSQL -X -q -v ON_ERROR_STOP=1 "$1" 2>&1
+}
+
 # start_scheduler [FLAGS...] : migrates the suite's database and starts a scheduler on a
 # free port; sets URL and SCHED_PID. The scheduler's log goes to $SCHED_LOG.
 start_scheduler() {

@@ -39,12 +39,7 @@ check_eq concurrent_applied_once "$(cat "$TMP/a" "$TMP/b" | grep -c 'applied 000
 # timer, a heartbeat and a log chunk must find their rows through indexes even when a scan of the
 # whole table looked cheaper (0015_timer_plans.sql). auto_explain shows each statement's plan.
 CW=$($PSQL -X -A -t -q -c "INSERT INTO workers (name, queues, slots) VALUES ('plans', '{default}', 1) RETURNING id" "$C")
-$PSQL -X -q -v ON_ERROR_STOP=1 "$C" >"$TMP/plans.out" 2>&1 <<SQL
-LOAD 'auto_explain';
-SET auto_explain.log_min_duration = 0;
-SET auto_explain.log_nested_statements = on;
-SET auto_explain.log_level = notice;
-SET client_min_messages = notice;
+explained "$C" >"$TMP/plans.out" <<SQL
 SELECT weir_tick()->>'code';
 SELECT weir_heartbeat($CW, '[{"task_id": 1, "attempt": 1}]', 30000)->>'code';
 SELECT weir_log_append($CW, 1, 1, 0, 3, '\\x616263', 1048576)->>'code';

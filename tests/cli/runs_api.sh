@@ -829,12 +829,7 @@ PLW=$(register plw plq 3)
 check_eq plans_three_running "$(claimed "$PLW" 3)" "x1 x2 x3"
 px=$(tid "$PLR" x1)
 # auto_explain shows the plan of every statement the functions run, as this session plans them
-$PSQL -X -q -v ON_ERROR_STOP=1 "$PGCONN" >"$TMP/plans.out" 2>&1 <<SQL
-LOAD 'auto_explain';
-SET auto_explain.log_min_duration = 0;
-SET auto_explain.log_nested_statements = on;
-SET auto_explain.log_level = notice;
-SET client_min_messages = notice;
+explained "$PGCONN" >"$TMP/plans.out" <<SQL
 SELECT weir_heartbeat($PLW, '[{"task_id": $px, "attempt": 1}]', 30000)->>'code';
 SELECT weir_complete_many('[{"worker": $PLW, "task": $px, "attempt": 1, "status": "succeeded"}]')->'results'->0->>'state';
 SQL
