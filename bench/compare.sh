@@ -9,16 +9,26 @@ set -eu
 cd "$(dirname "$0")/.."
 WEIR=${1:-build/weir}
 OUT=$(mktemp /tmp/weir-bench-compare.XXXXXX)
-trap 'rm -f "$OUT"' EXIT INT TERM
+trap 'rm -f "$OUT" "$OUT.run"' EXIT INT TERM
+# run WHAT COMMAND... : the command's output, or why it failed
+run() {
+  what=$1
+  shift
+  "$@" >"$OUT.run" 2>&1 || { echo "compare: $what failed:" >&2; tail -20 "$OUT.run" >&2; exit 1; }
+  cat "$OUT.run"
+}
 for r in $(seq "${ROUNDS:-3}"); do
-  PHASES=chain sh bench/runs.sh "$WEIR" | grep '^chain: .*hand-off' | sed "s/^/round $r weir /" | tee -a "$OUT"
-  g=$(sh bench/graphile.sh chain)
+  run "weir's chain" env PHASES=chain sh bench/runs.sh "$WEIR" | grep '^chain: .*hand-off' | sed "s/^/round $r weir /" |
+    tee -a "$OUT"
+  g=$(run "graphile-worker's chain" sh bench/graphile.sh chain)
   case $g in *skipped*) echo "$g"; exit 0 ;; esac
   echo "$g" | sed "s/^/round $r /" | tee -a "$OUT"
 done
-PHASES="independent wide" sh bench/runs.sh "$WEIR" | grep -E '^(independent|wide): .*tasks/s' | sed 's/^/weir /' |
-  tee -a "$OUT"
-sh bench/graphile.sh "noop batched" | tee -a "$OUT"
+run "weir's throughput" env PHASES="independent wide" sh bench/runs.sh "$WEIR" |
+  grep -E '^(independent|wide): .*tasks/s' | sed 's/^/weir /' | tee -a "$OUT"
+run "graphile-worker's throughput" sh bench/graphile.sh "noop batched" | tee -a "$OUT"
+[ "$(grep -c -e ' weir chain:' -e '^weir independent:' -e '^weir wide:' -e 'graphile' "$OUT")" = \
+  "$((2 * ${ROUNDS:-3} + 4))" ] || { echo "compare: a phase printed no figure:" >&2; cat "$OUT" >&2; exit 1; }
 
 # the figure after WORD on each line that has it
 after() { sed -n "s/.* $1 \([0-9.]*\) .*/\1/p"; }

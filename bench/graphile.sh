@@ -53,16 +53,24 @@ start() {
     node bench/graphile.js "$1" "$TMP/trace$i" "$2" 500 2>"$TMP/node$i.log" &
     NPIDS="$NPIDS $!"
   done
-  for i in 1 2 3 4; do
-    while [ ! -e "$TMP/trace$i.ready" ]; do sleep 0.05; done
+  i=0
+  for p in $NPIDS; do
+    i=$((i + 1))
+    while [ ! -e "$TMP/trace$i.ready" ]; do
+      kill -0 "$p" 2>/dev/null || { echo "graphile: worker $i did not start:" >&2; cat "$TMP/node$i.log" >&2; exit 1; }
+      sleep 0.05
+    done
   done
 }
 
-# finish : once no job has been left for a second, the workers write their traces and stop
+# finish : once no job has been left for a second, the workers write their traces and stop (it
+# gives up after five minutes)
 finish() {
-  idle=0
+  idle=0 polls=0
   while [ $idle -lt 5 ]; do
     if [ "$(q "SELECT count(*) FROM graphile_worker.jobs")" = 0 ]; then idle=$((idle + 1)); else idle=0; fi
+    polls=$((polls + 1))
+    [ $polls -lt 1500 ] || { echo "graphile: jobs still left after 5 minutes" >&2; cat "$TMP"/node?.log >&2; exit 1; }
     sleep 0.2
   done
   for p in $NPIDS; do kill -TERM "$p"; done
