@@ -46,6 +46,22 @@ explained() {
     cat; } | $PSQL -X -q -v ON_ERROR_STOP=1 "$1" 2>&1
 }
 
+# plans_of FILE TEXT : the plans in FILE (explained's output) of the statements whose text has TEXT
+plans_of() {
+  awk -v x="$2" '/^NOTICE:  duration/ { if (index(b, x)) printf "%s", b; b = "" } { b = b $0 "\n" }
+    END { if (index(b, x)) printf "%s", b }' "$1"
+}
+
+# whole_scans TABLE... : how many scans in the plans on stdin read one of the tables whole: a
+# sequential scan, or an index scan without an index condition (on its line after), which reads
+# the whole index
+whole_scans() {
+  awk -v t="$(echo "$*" | tr ' ' '|')" 'prev { if ($0 !~ /Index Cond/) n++; prev = 0 }
+    $0 ~ ("Seq Scan on (" t ") ") { n++ }
+    $0 ~ ("Index (Only )?Scan using [a-z_]+ on (" t ") ") { prev = 1 }
+    END { print n + 0 }'
+}
+
 # start_scheduler [FLAGS...] : migrates the suite's database and starts a scheduler on a
 # free port; sets URL and SCHED_PID. The scheduler's log goes to $SCHED_LOG.
 start_scheduler() {

@@ -839,6 +839,26 @@ check_eq plans_completion_by_id "$(grep -c 'Index Cond: (id = inp.tid)' "$TMP/pl
 for t in x2 x3; do finish_task "$PLW" "$PLR" $t succeeded >/dev/null; done
 check_eq plans_run_succeeded "$(rstate "$PLR")" succeeded
 
+# --- admission reads the queued runs' index, whatever the statistics say ------------------------------------
+# Statistics taken during a backlog (nearly every run queued) made the admission of the next run
+# walk the runs' primary key from the first run (migrations/0016_admission_order.sql).
+apply backlog 'pipeline "backlog" { max_active_runs = 1 }
+task "only" { step = "noop" }' || not_ok backlog_apply "apply failed"
+sql "SELECT count(weir_run_create('backlog', '{}', 'manual', 'test')) FROM generate_series(1, 400)" >/dev/null
+sql "ANALYZE runs" >/dev/null
+BL="SELECT r.id FROM runs r JOIN pipelines p ON p.id = r.pipeline_id WHERE p.name = 'backlog'"
+BR=$(sql "$BL AND r.state = 'running'")
+# a cancel admits the next queued run
+explained "$PGCONN" >"$TMP/admit.out" <<SQL
+SELECT weir_run_cancel($BR, 'test')->>'code';
+SQL
+check_eq backlog_admitted_next "$(sql "$BL AND r.state = 'running'")" "$(sql "SELECT min(id) FROM ($BL AND r.id > $BR) x")"
+# the two lookups of the pipeline's oldest queued runs
+check_eq backlog_admit_explained "$(plans_of "$TMP/admit.out" p_pipeline | grep -c 'FROM runs')" 2
+check_eq backlog_admit_no_whole_scans "$(plans_of "$TMP/admit.out" p_pipeline | whole_scans runs)" 0
+sql "SELECT count(weir_run_cancel(id, 'test')) FROM ($BL AND r.state IN ('queued', 'running') ORDER BY r.id) x" >/dev/null
+check_eq backlog_all_cancelled "$(sql "SELECT count(*) FROM ($BL AND r.state <> 'cancelled') x")" 0
+
 # --- invariants over everything above --------------------------------------------------------------------
 check_eq inv_no_task_completed_twice "$(sql "SELECT count(*) FROM (SELECT task_id, attempt FROM events WHERE kind = 'task.state'
   AND from_state = 'running' GROUP BY task_id, attempt HAVING count(*) > 1) x")" 0
