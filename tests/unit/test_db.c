@@ -143,6 +143,12 @@ static void submit(weir_db_tx_t *tx, rec_t *r) {
     CHECK(!r->called); /* never before submit returns */
 }
 
+/* Submits tx and runs the loop until its callback has run (five seconds at most). */
+static void run_tx(env_t *e, weir_db_tx_t *tx, rec_t *r) {
+    submit(tx, r);
+    RUN_UNTIL(e, r->called, 5000);
+}
+
 /* One-statement transaction. */
 static weir_db_tx_t *tx1(env_t *e, const char *sql, int nparams, const char *const *params) {
     weir_db_tx_t *tx = weir_db_tx_new(e->db);
@@ -309,8 +315,7 @@ TEST(multi_statement_commits_together) {
     CHECK_EQ(weir_db_tx_add(tx, ins, 1, (const char *[]){"3"}), 2);
     CHECK_EQ(weir_db_tx_add(tx, cnt, 0, NULL), 3);
     rec_t r = {0};
-    submit(tx, &r);
-    RUN_UNTIL(&e, r.called, 5000);
+    run_tx(&e, tx, &r);
     CHECK_EQ(r.status, 0);
     for (int i = 0; i < 3; i++) CHECK_EQ(r.st[i], PGRES_COMMAND_OK);
     CHECK_STR(r.val[3], "3"); /* the transaction sees its own rows */
@@ -334,8 +339,7 @@ TEST(failed_statement_rolls_back_the_transaction) {
     weir_db_tx_add(tx, ins, 1, (const char *[]){"1"}); /* duplicate key */
     weir_db_tx_add(tx, ins, 1, (const char *[]){"3"});
     rec_t r = {0};
-    submit(tx, &r);
-    RUN_UNTIL(&e, r.called, 5000);
+    run_tx(&e, tx, &r);
     CHECK_EQ(r.called, 1);
     CHECK_EQ(r.status, WEIR_EDB);
     CHECK_STR(r.sqlstate, "23505");
@@ -348,8 +352,7 @@ TEST(failed_statement_rolls_back_the_transaction) {
 
     /* The connection is still good: a transaction after the failed one commits. */
     rec_t r2 = {0};
-    submit(tx1(&e, ins, 1, (const char *[]){"4"}), &r2);
-    RUN_UNTIL(&e, r2.called, 5000);
+    run_tx(&e, tx1(&e, ins, 1, (const char *[]){"4"}), &r2);
     CHECK_EQ(r2.status, 0);
     CHECK_STR(r2.error, "");
     CHECK_EQ(bnum("SELECT count(*) FROM t_fail_%d WHERE k = 4", pid), 1);
@@ -401,16 +404,14 @@ TEST(error_at_commit_is_reported_and_the_connection_goes_on) {
     weir_db_tx_add(tx, ins, 1, (const char *[]){"1"});
     rec_t a = {0}, b = {0}, c = {0};
     submit(tx, &a);
-    submit(tx1(&e, ins, 1, (const char *[]){"7"}), &b);
-    RUN_UNTIL(&e, b.called, 5000);
+    run_tx(&e, tx1(&e, ins, 1, (const char *[]){"7"}), &b);
     CHECK_EQ(a.called, 1);
     CHECK_EQ(a.status, WEIR_EDB);
     CHECK_STR(a.sqlstate, "23505");
     CHECK_EQ(b.called, 1);
     CHECK_EQ(b.status, 0);
     CHECK(a.seq < b.seq);
-    submit(tx1(&e, "SELECT count(*) FROM pg_class WHERE relname = $1", 1, (const char *[]){"pg_class"}), &c);
-    RUN_UNTIL(&e, c.called, 5000);
+    run_tx(&e, tx1(&e, "SELECT count(*) FROM pg_class WHERE relname = $1", 1, (const char *[]){"pg_class"}), &c);
     CHECK_EQ(c.status, 0);
     CHECK_STR(c.val[0], "1");
     CHECK_EQ(bnum("SELECT count(*) FROM t_commit_%d", pid), 1);
@@ -640,8 +641,7 @@ TEST(callback_never_runs_inside_submit) {
     env_t e;
     env_start(&e, pgconn());
     rec_t w = {0};
-    submit(tx1(&e, "SELECT 'waited'", 0, NULL), &w);
-    RUN_UNTIL(&e, w.called, 5000);
+    run_tx(&e, tx1(&e, "SELECT 'waited'", 0, NULL), &w);
     CHECK_EQ(w.called, 1);
     CHECK_EQ(w.early, 0);
     CHECK_EQ(w.status, 0);
@@ -783,8 +783,7 @@ TEST(bad_address_keeps_retrying_until_it_works) {
         unlink(dir);
         CHECK(weir_db_connected(e.db));
         rec_t r3 = {0};
-        submit(tx1(&e, "SELECT 'back'", 0, NULL), &r3);
-        RUN_UNTIL(&e, r3.called, 5000);
+        run_tx(&e, tx1(&e, "SELECT 'back'", 0, NULL), &r3);
         CHECK_EQ(r3.status, 0);
         CHECK_STR(r3.val[0], "back");
         rec_free(&r3);
@@ -853,8 +852,7 @@ TEST(socket_replaced_while_connecting) {
     RUN_UNTIL(&e, weir_db_connected(e.db), 5000);
     CHECK(weir_db_connected(e.db));
     rec_t r = {0};
-    submit(tx1(&e, "SELECT 'second host'", 0, NULL), &r);
-    RUN_UNTIL(&e, r.called, 5000);
+    run_tx(&e, tx1(&e, "SELECT 'second host'", 0, NULL), &r);
     CHECK_EQ(r.status, 0);
     CHECK_STR(r.val[0], "second host");
     rec_free(&r);
@@ -932,8 +930,7 @@ TEST(statements_are_prepared_once_per_connection) {
     CHECK_EQ(weir_db_tx_add(tx, mk, 0, NULL), 0);
     CHECK_EQ(weir_db_tx_add(tx, ins, 1, (const char *[]){"7"}), 1);
     memset(&r, 0, sizeof r);
-    submit(tx, &r);
-    RUN_UNTIL(&e, r.called, 5000);
+    run_tx(&e, tx, &r);
     CHECK_EQ(r.status, 0);
     CHECK_STR(r.val[1], "7");
     rec_free(&r);
@@ -955,8 +952,7 @@ TEST(a_statement_that_failed_to_prepare_is_prepared_again) {
     memset(&r, 0, sizeof r);
     memset(&r2, 0, sizeof r2);
     submit(tx1(&e, sel, 1, (const char *[]){"0"}), &r);
-    submit(tx1(&e, sel, 1, (const char *[]){"0"}), &r2);
-    RUN_UNTIL(&e, r2.called, 5000);
+    run_tx(&e, tx1(&e, sel, 1, (const char *[]){"0"}), &r2);
     CHECK_EQ(r.status, WEIR_EDB);
     CHECK_STR(r.sqlstate, "42P01");
     CHECK_CONTAINS(r.error, "does not exist");
@@ -971,8 +967,7 @@ TEST(a_statement_that_failed_to_prepare_is_prepared_again) {
     CHECK_EQ(weir_db_tx_add(tx, "SELECT 1 / 0", 0, NULL), 0);
     CHECK_EQ(weir_db_tx_add(tx, sel2, 1, (const char *[]){"5"}), 1);
     memset(&r, 0, sizeof r);
-    submit(tx, &r);
-    RUN_UNTIL(&e, r.called, 5000);
+    run_tx(&e, tx, &r);
     CHECK_EQ(r.status, WEIR_EDB);
     CHECK_STR(r.sqlstate, "22012");
     rec_free(&r);
@@ -1094,8 +1089,7 @@ TEST(killed_while_idle_reconnects) {
     /* Submitted before the loop noticed: either it ran before the backend went, or
      * its outcome is unknown — never a server error for a healthy statement. */
     rec_t r = {0};
-    submit(tx1(&e, "SELECT 1", 0, NULL), &r);
-    RUN_UNTIL(&e, r.called, 5000);
+    run_tx(&e, tx1(&e, "SELECT 1", 0, NULL), &r);
     CHECK_EQ(r.called, 1);
     if (r.status != 0 && r.status != WEIR_EUNAVAIL) {
         fprintf(stderr, "    status %d (%s %s), expected 0 or WEIR_EUNAVAIL\n", r.status, r.sqlstate, r.error);
@@ -1141,8 +1135,7 @@ TEST(notifications_and_session_numbers) {
     char sql[128];
     snprintf(sql, sizeof sql, "LISTEN %s", ch);
     rec_t r = {0};
-    submit(tx1(&e, sql, 0, NULL), &r);
-    RUN_UNTIL(&e, r.called, 5000);
+    run_tx(&e, tx1(&e, sql, 0, NULL), &r);
     CHECK_EQ(r.status, 0);
     rec_free(&r);
     bexec("SELECT pg_notify('%s', 'hello')", ch);
@@ -1168,8 +1161,7 @@ TEST(notifications_and_session_numbers) {
     /* the new session does not listen: nothing more arrives */
     bexec("SELECT pg_notify('%s', 'lost')", ch);
     rec_t r3 = {0};
-    submit(tx1(&e, "SELECT 1", 0, NULL), &r3);
-    RUN_UNTIL(&e, r3.called, 5000);
+    run_tx(&e, tx1(&e, "SELECT 1", 0, NULL), &r3);
     RUN_UNTIL(&e, 0, 100);
     CHECK_EQ(nt.n, 2);
     rec_free(&r3);
@@ -1207,8 +1199,7 @@ TEST(killed_with_transactions_in_flight) {
     RUN_UNTIL(&e, weir_db_connected(e.db), 5000);
     CHECK(weir_db_connected(e.db));
     rec_t d = {0};
-    submit(tx1(&e, ins, 1, (const char *[]){"2"}), &d);
-    RUN_UNTIL(&e, d.called, 5000);
+    run_tx(&e, tx1(&e, ins, 1, (const char *[]){"2"}), &d);
     CHECK_EQ(d.status, 0);
     CHECK_EQ(bnum("SELECT count(*) FROM t_kill_%d", me), 1);
     rec_free(&a);
@@ -1244,8 +1235,7 @@ TEST(killed_while_sending_large_transactions) {
     }
     RUN_UNTIL(&e, weir_db_connected(e.db), 5000);
     rec_t ok = {0};
-    submit(tx1(&e, "SELECT 'alive'", 0, NULL), &ok);
-    RUN_UNTIL(&e, ok.called, 5000);
+    run_tx(&e, tx1(&e, "SELECT 'alive'", 0, NULL), &ok);
     CHECK_EQ(ok.status, 0);
     CHECK_STR(ok.val[0], "alive");
     rec_free(&ok);
