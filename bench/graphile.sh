@@ -30,9 +30,11 @@ if [ ! -d "$NODE_DIR/node_modules/graphile-worker" ]; then
 fi
 export NODE_PATH="$NODE_DIR/node_modules"
 . tests/pg.sh
+. bench/poll.sh
 TMP=$(mktemp -d /tmp/weir-bench-graphile.XXXXXX)
 NPIDS=""
 cleanup() {
+  poll_stop
   for p in $NPIDS; do kill -KILL "$p" 2>/dev/null || true; done
   pg_stop
   rm -rf "$TMP"
@@ -43,6 +45,7 @@ pg_createdb gw
 DB=$(pg_conn gw)
 export GW_DB="postgres://weir@/gw?host=$PGHOST_DIR&port=$PGPORT_T"
 q() { $PSQL -X -A -t -q -c "$1" "$DB"; }
+poll_start "$DB" "$TMP"
 node -e 'require("graphile-worker").runMigrations({ connectionString: process.env.GW_DB })' >/dev/null
 q "CREATE TABLE bench_trace (what text, i int, us bigint)"
 
@@ -68,7 +71,7 @@ start() {
 finish() {
   idle=0 polls=0
   while [ $idle -lt 5 ]; do
-    if [ "$(q "SELECT count(*) FROM graphile_worker.jobs")" = 0 ]; then idle=$((idle + 1)); else idle=0; fi
+    if [ "$(poll "SELECT count(*) FROM graphile_worker.jobs")" = 0 ]; then idle=$((idle + 1)); else idle=0; fi
     polls=$((polls + 1))
     [ $polls -lt 1500 ] || { echo "graphile: jobs still left after 5 minutes" >&2; cat "$TMP"/node?.log >&2; exit 1; }
     sleep 0.2

@@ -20,10 +20,11 @@ cd "$(dirname "$0")/.."
 WEIR=${1:-build/weir}
 WEIR=$(cd "$(dirname "$WEIR")" && pwd)/$(basename "$WEIR")
 . tests/pg.sh
+. bench/poll.sh
 TMP=$(mktemp -d /tmp/weir-bench-runs.XXXXXX)
 WPIDS=""
 cleanup() {
-  exec 3>&- 4<&- # ends the polling session (below)
+  poll_stop
   for p in $WPIDS; do kill -TERM "$p" 2>/dev/null || true; done
   [ -n "${SP:-}" ] && kill -TERM "$SP" 2>/dev/null || true
   sleep 0.5
@@ -36,16 +37,7 @@ pg_start
 pg_createdb bench
 DB=$(pg_conn bench)
 q() { $PSQL -X -A -t -q -c "$1" "$DB"; }
-# The waits poll through one psql session, fed through two FIFOs: a psql started for each poll
-# cost about 30 ms of CPU, five times a second, taken from the processes being measured.
-mkfifo "$TMP/poll.in" "$TMP/poll.out"
-$PSQL -X -A -t -q "$DB" <"$TMP/poll.in" >"$TMP/poll.out" 2>&1 &
-exec 3>"$TMP/poll.in" 4<"$TMP/poll.out"
-poll() {
-  echo "$1;" >&3
-  read -r answer <&4 || { echo "bench: the polling session ended" >&2; exit 1; }
-  echo "$answer"
-}
+poll_start "$DB" "$TMP"
 "$WEIR" migrate --database "$DB" >/dev/null
 # the 100,000-task pipeline needs more than the sandbox's default 64 MiB and 200 M instructions to compile
 "$WEIR" scheduler --database "$DB" --listen 127.0.0.1:0 --port-file "$TMP/port" --max-body 64MiB \

@@ -123,8 +123,7 @@ static int add_claim(weir_sched_t *s, int64_t worker, int64_t slots, int64_t gpu
     snprintf(lease, sizeof lease, "%d", s->lease_ms);
     /* the code, the message of a refusal, the tasks (JSON text) and how many */
     return weir_batch_add(s->batch,
-                          "SELECT c->>'code', c->>'message', c->'tasks', jsonb_array_length(c->'tasks') "
-                          "FROM weir_claim($1, $2, $3, $4, $5) c",
+                          "SELECT code, message, tasks, n FROM weir_claim($1, $2, $3, $4, $5)",
                           5, (const char *[]){w, sl, g, m, lease}, 0, cb, data);
 }
 
