@@ -408,6 +408,33 @@ check_eq lease_renewed_on_attempt "$(sql "SELECT a.heartbeat_at IS NOT NULL AND 
 check_eq lease_complete_2 "$(complete "$WL2" "$TL" 2 succeeded)" 200
 check_eq lease_run_succeeded "$(rstate "$RL")" succeeded
 
+# --- a heartbeat's batch: each table read once, whatever the batch's size (0018_heartbeat_batches.sql) -----
+apply beats '
+pipeline "beats" { max_active_runs = 10, defaults = { resources = { queue = "bq" } } }
+local items = {}
+for i = 1, 8 do items[i] = i end
+foreach("b", items, function() return { exec = "true" } end)' || not_ok apply_beats "apply failed"
+WB=$(register wb bq 8)
+RB=$(trigger beats)
+check_eq beats_claimed "$(claim "$WB" 8 >/dev/null; j '.tasks | length')" 8
+BEATS=$(sql "SELECT jsonb_agg(jsonb_build_object('task_id', id, 'attempt', attempt) ORDER BY id) FROM tasks WHERE run_id = $RB")
+TB1=$(sql "SELECT min(id) FROM tasks WHERE run_id = $RB")
+# the batch names its first task twice, the second time with an attempt that does not exist
+BEATS2=$(echo "$BEATS" | jq -c ". + [{\"task_id\": $TB1, \"attempt\": 2}]")
+check_eq beats_batch_200 "$(wk POST "/v1/workers/$WB/heartbeat" -d "{\"attempts\": $BEATS2}")" 200
+check_eq beats_only_the_wrong_one_stale "$(j '.stale | map("\(.task_id):\(.attempt):\(.reason)") | join(",")')" "$TB1:2:unknown attempt"
+check_eq beats_all_renewed "$(sql "SELECT count(*) FROM attempts a JOIN tasks t ON t.id = a.task_id AND a.number = t.attempt
+  WHERE t.run_id = $RB AND a.heartbeat_at IS NOT NULL AND a.lease_expires_at = t.lease_expires_at")" 8
+# a renewal reads tasks and attempts once each: no scan of either repeated per reported attempt
+explained "$PGCONN" >"$TMP/beats.out" <<SQL
+SET auto_explain.log_analyze = on;
+SELECT weir_heartbeat($WB, '$BEATS', 2000)->>'code';
+SQL
+check_eq beats_plans_explained "$(grep -c -e 'Update on tasks' -e 'Update on attempts' "$TMP/beats.out")" 2
+check_eq beats_scans_once "$(grep -E '(Scan|Scan using [a-z_]+) on (tasks|attempts|h)( [a-z_0-9]+)? .*loops=([2-9]|[1-9][0-9]+)\)' "$TMP/beats.out" | wc -l)" 0
+for t in $(echo "$BEATS" | jq -r '.[].task_id'); do complete "$WB" "$t" 1 succeeded >/dev/null; done
+check_eq beats_run_succeeded "$(wait_for 10 "SELECT state FROM runs WHERE id = $RB" succeeded)" succeeded
+
 # --- long-poll hand-off: a held claim gets the successor as soon as its predecessor completes ----------
 apply handoff '
 pipeline "handoff" { max_active_runs = 10, defaults = { resources = { queue = "hq" } } }
