@@ -841,6 +841,17 @@ for t in g1 g2; do [ "$(tstate "$TQ" $t)" = running ] && finish_task "$TW" "$TQ"
 check_eq twoq_second_after "$(wk POST "/v1/workers/$TW/claim" -d '{"free_slots": 2, "free_gpu": 1, "wait_ms": 0}' >/dev/null; jq -r '.tasks | length' "$BODY")" 1
 for t in g1 g2; do [ "$(tstate "$TQ" $t)" = running ] && finish_task "$TW" "$TQ" $t succeeded >/dev/null; done
 check_eq twoq_run_succeeded "$(rstate "$TQ")" succeeded
+# and without GPUs, one claim takes from both queues: one answer holds the tasks of each
+apply twoq2 'pipeline "twoq2" { max_active_runs = 10 }
+task "h1" { step = "noop", resources = { queue = "qh1" } }
+task "h2" { step = "noop", resources = { queue = "qh2" } }' || not_ok twoq2_apply "apply failed"
+TQ2=$(trigger twoq2)
+wk POST /v1/workers -d '{"name": "two2", "slots": 4, "queues": ["qh1", "qh2"]}' >/dev/null
+TW2=$(j .worker_id)
+check_eq twoq_both_queues_one_answer "$(claimed "$TW2" 3)" "h1 h2"
+check_eq twoq_both_queues_runs "$(jq -r '[.tasks[].run.id] | unique | map(tostring) | join(",")' "$BODY")" "$TQ2"
+for t in h1 h2; do finish_task "$TW2" "$TQ2" $t succeeded >/dev/null; done
+check_eq twoq2_run_succeeded "$(rstate "$TQ2")" succeeded
 
 # --- plans that do not depend on how many tasks ran when the statistics were taken ----------------------
 # Statistics gathered while nothing runs (an idle install's autovacuum) estimate one running task;
