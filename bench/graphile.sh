@@ -30,22 +30,17 @@ if [ ! -d "$NODE_DIR/node_modules/graphile-worker" ]; then
 fi
 export NODE_PATH="$NODE_DIR/node_modules"
 . tests/pg.sh
-. bench/poll.sh
+. bench/db.sh
 TMP=$(mktemp -d /tmp/weir-bench-graphile.XXXXXX)
 NPIDS=""
 cleanup() {
-  poll_stop
   for p in $NPIDS; do kill -KILL "$p" 2>/dev/null || true; done
-  pg_stop
+  bench_db_stop
   rm -rf "$TMP"
 }
 trap cleanup EXIT INT TERM
-pg_start
-pg_createdb gw
-DB=$(pg_conn gw)
+bench_db gw "$TMP"
 export GW_DB="postgres://weir@/gw?host=$PGHOST_DIR&port=$PGPORT_T"
-q() { $PSQL -X -A -t -q -c "$1" "$DB"; }
-poll_start "$DB" "$TMP"
 node -e 'require("graphile-worker").runMigrations({ connectionString: process.env.GW_DB })' >/dev/null
 q "CREATE TABLE bench_trace (what text, i int, us bigint)"
 

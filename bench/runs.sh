@@ -20,24 +20,19 @@ cd "$(dirname "$0")/.."
 WEIR=${1:-build/weir}
 WEIR=$(cd "$(dirname "$WEIR")" && pwd)/$(basename "$WEIR")
 . tests/pg.sh
-. bench/poll.sh
+. bench/db.sh
 TMP=$(mktemp -d /tmp/weir-bench-runs.XXXXXX)
 WPIDS=""
 cleanup() {
-  poll_stop
   for p in $WPIDS; do kill -TERM "$p" 2>/dev/null || true; done
   [ -n "${SP:-}" ] && kill -TERM "$SP" 2>/dev/null || true
   sleep 0.5
   for p in $WPIDS; do kill -KILL "$p" 2>/dev/null || true; done
-  pg_stop
+  bench_db_stop
   rm -rf "$TMP"
 }
 trap cleanup EXIT INT TERM
-pg_start
-pg_createdb bench
-DB=$(pg_conn bench)
-q() { $PSQL -X -A -t -q -c "$1" "$DB"; }
-poll_start "$DB" "$TMP"
+bench_db bench "$TMP"
 "$WEIR" migrate --database "$DB" >/dev/null
 # the 100,000-task pipeline needs more than the sandbox's default 64 MiB and 200 M instructions to compile
 "$WEIR" scheduler --database "$DB" --listen 127.0.0.1:0 --port-file "$TMP/port" --max-body 64MiB \
